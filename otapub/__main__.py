@@ -1,0 +1,3 @@
+from otapub.cli import main
+
+main()

@@ -1,0 +1,361 @@
+"""Render the validated fleet into the static site, safely for readers of ``site/``.
+
+Order of operations (design.md §4, style.md): validate everything first (a failed build writes
+nothing); copy firmware before any answer names it; write each file atomically and only when
+its bytes changed; prune answers of removed devices afterwards; prune firmware no answer
+references only after a grace period of time and at least one further build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from otapub import __version__
+from otapub.config import Config
+from otapub.errors import OtapubError, Problem, ValidationError
+from otapub.firmware import DigestCache, Digests, digest_file, firmware_site_path
+from otapub.fleet import load_fleet
+from otapub.fsutil import atomic_write, exclusive_lock, is_temp
+from otapub.model import Fleet, Release
+from otapub.targets import resolve_targets
+from otapub.tokens import device_token
+
+log = logging.getLogger(__name__)
+
+RECORD = "build.json"
+STATE_FORMAT = 1
+
+
+def answer_path(token: str, mac12: str) -> str:
+    return f"d/{token}/{mac12}.json"
+
+
+@dataclass
+class BuildResult:
+    devices: int = 0
+    releases: int = 0
+    written: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    hashed: int = 0
+    noop: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if self.noop:
+            return f"site up to date ({self.devices} devices); nothing written [{self.seconds:.2f}s]"
+        return (f"{self.devices} devices, {self.releases} releases: {len(self.written)} files written, "
+                f"{len(self.pruned)} pruned, {self.hashed} firmware hashed [{self.seconds:.2f}s]")
+
+
+@dataclass
+class Plan:
+    """Everything a build would publish, in memory."""
+
+    fleet: Fleet
+    answers: dict[str, bytes]  # site path -> JSON bytes
+    firmware: dict[str, Path]  # site path -> source file
+    digests: dict[str, Digests]  # release name -> digests
+    releases: int  # releases some device is meant to get
+
+
+def _secret(config: Config) -> str:
+    secret = config.shared_secret_key
+    if not secret:
+        raise OtapubError("shared_secret_key is not set: put it in OTA_SERVER_SHARED_SECRET_KEY "
+                          "(or config.json, outside git)")
+    if config.placeholder_secrets() and not config.debug_mode:
+        names = ", ".join(config.placeholder_secrets())
+        raise OtapubError(f"{names} still holds the seed's published placeholder value: set a real secret "
+                          "(or debug_mode for local experiments)")
+    return secret
+
+
+def verify_firmware(fleet: Fleet, cache: DigestCache) -> dict[str, Digests]:
+    """Check every release's firmware against its declared checksums; raise on any mismatch."""
+    problems: list[Problem] = []
+    digests: dict[str, Digests] = {}
+    for release in fleet.releases.values():
+        if release.url is not None:
+            if release.md5 and release.sha256 and release.size:
+                digests[release.name] = Digests(release.md5, release.sha256, release.size)
+            continue
+        if release.file is None:
+            continue
+        where = release.where("file")
+        if not release.file.is_file():
+            problems.append(where.problem(f"releases.{release.name}.file",
+                                          f"firmware file {release.file_text!r} not found"))
+            continue
+        found = cache.get(release.file)
+        if found.size == 0:
+            problems.append(where.problem(f"releases.{release.name}.file", "firmware file is empty"))
+        for name in ("md5", "sha256", "size"):
+            declared = getattr(release, name)
+            actual = getattr(found, name)
+            if declared is not None and declared != actual:
+                problems.append(release.where(name).problem(
+                    f"releases.{release.name}.{name}",
+                    f"checksum mismatch for {release.file_text}: declared {declared}, file has {actual}"))
+        digests[release.name] = found
+    if problems:
+        raise ValidationError(problems)
+    return digests
+
+
+def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: dict[str, Release | None]) -> Plan:
+    secret = _secret(config)
+    base = config.base_url or ""
+    default_scheme = config.token_scheme
+    answers: dict[str, bytes] = {}
+    firmware: dict[str, Path] = {}
+    urls: dict[str, dict[str, Any]] = {}
+    for release in {r.name: r for r in targets.values() if r is not None}.values():
+        d = digests[release.name]
+        if release.url is not None:
+            url = release.url
+        else:
+            path = firmware_site_path(d.sha256, release.file.name)
+            firmware[path] = release.file
+            url = f"{base}/{path}"
+        fields: dict[str, Any] = {
+            "release": release.name, "firmware_version": release.version, "firmware_url": url,
+            "checksum": d.md5, "md5": d.md5, "sha256": d.sha256, "size": d.size,
+        }
+        if release.hardware is not None:
+            fields["release_hardware"] = list(release.hardware)
+        urls[release.name] = fields
+    problems: list[Problem] = []
+    dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    for mac, device in fleet.devices.items():
+        token = device_token(device.mac12, secret, device.token_scheme or default_scheme)
+        path = answer_path(token, device.mac12)
+        if path in answers:  # cannot happen with distinct MACs; refuse rather than overwrite
+            problems.append(device.pos.problem(f"devices.{mac}", f"answer path collision at {path}"))
+            continue
+        answer: dict[str, Any] = {"device_id": device.device_id, "mac": mac, "hardware": device.hardware}
+        release = targets.get(mac)
+        answer.update(urls[release.name] if release is not None else {"release": None})
+        answers[path] = dumps(answer).encode("utf-8")
+    if problems:
+        raise ValidationError(problems)
+    return Plan(fleet, answers, firmware, digests, len(urls))
+
+
+class _State:
+    """What the last build wrote (in state_dir, never published: it names token paths)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        data: dict[str, Any] = {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+        if data.get("format") != STATE_FORMAT:
+            data = {}
+        self.fingerprint: str | None = data.get("fingerprint")
+        self.digests: dict[str, list] = data.get("digests", {})
+        self.outputs: dict[str, str] | None = data.get("outputs")
+        self.firmware: dict[str, list | None] = data.get("firmware", {})
+        self.sequence: int = data.get("sequence", 0)
+        self.record: str | None = data.get("record")
+        self.inputs: list[str] = data.get("inputs", [])
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = {"format": STATE_FORMAT, "fingerprint": self.fingerprint, "digests": self.digests,
+                "outputs": self.outputs, "firmware": self.firmware, "sequence": self.sequence,
+                "record": self.record, "inputs": self.inputs}
+        atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), mode=0o600)
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _fingerprint(config: Config, files: list[Path], inputs: list[str]) -> str:
+    secret = (config.shared_secret_key or "").encode()
+    parts: list[Any] = [__version__, config.public(), hashlib.sha256(b"otapub-fingerprint:" + secret).hexdigest()]
+    for path in [*files, *map(Path, inputs)]:
+        try:
+            stat = path.stat()
+            parts.append([str(path), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            parts.append([str(path), None])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _scan(site: Path) -> tuple[dict[str, str], list[str]]:
+    """Existing answers and firmware of a site we have no state for (state dir lost)."""
+    answers: dict[str, str] = {}
+    firmware: list[str] = []
+    for top in ("d", "f"):
+        for dirpath, _dirs, names in os.walk(site / top):
+            for name in names:
+                rel = os.path.relpath(os.path.join(dirpath, name), site)
+                if is_temp(name):
+                    continue
+                if top == "d":
+                    answers[rel] = ""  # unknown digest: compared by content
+                else:
+                    firmware.append(rel)
+    return answers, firmware
+
+
+def plan_site(config: Config, now: datetime | None = None, cache: DigestCache | None = None) -> Plan:
+    """Load, validate, verify and render the fleet; write nothing."""
+    now = now or datetime.now(timezone.utc)
+    fleet = load_fleet(config.path("fleet_dir"), config.root)
+    targets = resolve_targets(fleet, now)
+    digests = verify_firmware(fleet, cache or DigestCache())
+    return render(config, fleet, digests, targets)
+
+
+def build_site(config: Config, now: datetime | None = None, force: bool = False) -> BuildResult:
+    """Build the site; a no-op when no input changed since the last build."""
+    started = time.monotonic()
+    site = config.path("site_dir")
+    state_dir = config.path("state_dir")
+    if site.is_relative_to(config.path("fleet_dir")) or config.path("fleet_dir").is_relative_to(site):
+        raise OtapubError(f"site_dir {site} and fleet_dir must not contain each other")
+    _secret(config)
+    with exclusive_lock(state_dir / "build.lock"):
+        state = _State(state_dir / "state.json")
+        from otapub.yamlsource import fleet_files
+
+        files = fleet_files(config.path("fleet_dir")) if config.path("fleet_dir").is_dir() else []
+        fingerprint = _fingerprint(config, files, state.inputs)
+        record_path = site / RECORD
+        record_ok = state.record is not None and record_path.is_file() and \
+            _hash(record_path.read_bytes()) == state.record
+        if not force and record_ok and fingerprint == state.fingerprint:
+            result = BuildResult(noop=True, devices=json.loads(record_path.read_bytes()).get("devices", 0))
+            result.seconds = time.monotonic() - started
+            return result
+        cache = DigestCache(state.digests)
+        plan = plan_site(config, now, cache)
+        result = _publish(config, site, plan, state, record_ok and not force)
+        result.hashed = len(cache.hashed)
+        state.digests = {k: v for k, v in cache.entries.items() if Path(k).exists()}
+        state.inputs = sorted({str(r.file) for r in plan.fleet.releases.values() if r.file is not None})
+        state.fingerprint = _fingerprint(config, files, state.inputs)
+        state.save()
+    result.seconds = time.monotonic() - started
+    log.debug("build: %s", result.summary())
+    return result
+
+
+def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state: bool) -> BuildResult:
+    result = BuildResult(devices=len(plan.fleet.devices), releases=plan.releases)
+    site.mkdir(parents=True, exist_ok=True)
+    if trust_state and state.outputs is not None:
+        previous = dict(state.outputs)
+        known_firmware = dict(state.firmware)
+    else:
+        previous, found = _scan(site)
+        known_firmware = {path: state.firmware.get(path) for path in found}
+    # 1. Firmware first: no answer may name a file that is not there yet.
+    for path, source in plan.firmware.items():
+        target = site / path
+        if not target.is_file():
+            _copy_verified(source, target, path.split("/")[1])
+            result.written.append(path)
+        known_firmware[path] = None
+    # 2. Answers, only when their bytes changed.
+    outputs: dict[str, str] = {}
+    made_dirs: set[str] = set()
+    for path, data in plan.answers.items():
+        digest = _hash(data)
+        outputs[path] = digest
+        old = previous.get(path)
+        if old == digest:
+            continue
+        target = site / path
+        if old == "" and target.is_file() and target.read_bytes() == data:
+            continue
+        parent = path.rsplit("/", 1)[0]
+        if parent not in made_dirs:
+            (site / parent).mkdir(parents=True, exist_ok=True)
+            made_dirs.add(parent)
+        atomic_write(target, data)
+        result.written.append(path)
+    # 3. Prune answers of devices that are gone (after the new ones are in place).
+    for path in previous.keys() - outputs.keys():
+        _remove(site, path)
+        result.pruned.append(path)
+    # 4. Firmware no answer references: keep for a grace period and at least one more build.
+    state.sequence += 1
+    now = time.time()
+    grace = config.firmware_grace_seconds
+    for path, since in list(known_firmware.items()):
+        if path in plan.firmware:
+            continue
+        if since is None:
+            known_firmware[path] = [state.sequence, now]
+        elif state.sequence > since[0] and now - since[1] >= grace:
+            _remove(site, path)
+            result.pruned.append(path)
+            del known_firmware[path]
+    # 5. The build record last, and only when something changed.
+    changed = bool(result.written or result.pruned) or not (site / RECORD).is_file()
+    if changed:
+        record = {"generator": f"otapub {__version__}", "source_commit": _git_commit(config.root),
+                  "changed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "devices": result.devices, "releases": plan.releases,
+                  "firmware_files": len(plan.firmware)}
+        data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+        atomic_write(site / RECORD, data)
+        result.written.append(RECORD)
+        state.record = _hash(data)
+    state.outputs = outputs
+    state.firmware = known_firmware
+    return result
+
+
+def _copy_verified(source: Path, target: Path, sha256: str) -> None:
+    """Copy firmware into the site, checking the copy is the bytes that were verified."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.otapub-tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(source, tmp)
+        if digest_file(tmp).sha256 != sha256:
+            raise OtapubError(f"{source}: changed while the site was being built; build again")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _remove(site: Path, path: str) -> None:
+    target = site / path
+    try:
+        target.unlink()
+    except FileNotFoundError:
+        pass
+    parent = target.parent
+    while parent != site:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent

@@ -1,0 +1,129 @@
+"""The `otapub` command line: a thin skin over the library.
+
+Library errors (OtapubError) become one clean message and a non-zero exit; a traceback
+means a bug in otapub, never a user mistake.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from otapub import __version__
+from otapub.config import Config, configure_logging, load_config
+from otapub.errors import OtapubError
+
+log = logging.getLogger("otapub")
+
+
+class Context:
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+            configure_logging(self._config.log_level)
+        return self._config
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OtapubError as exc:
+            click.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def parse_now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+now_option = click.option("--now", metavar="TIME", help="Evaluate time-based rules at TIME (ISO 8601, UTC).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="OTAPUB_CONFIG",
+              help="config.json to use (default: ./config.json when present).")
+@click.version_option(__version__, prog_name="otapub")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Publish OTA updates for ESP32 fleets from version-controlled YAML."""
+    ctx.obj = Context(config_path)
+
+
+@main.command()
+@now_option
+@click.option("--force", is_flag=True, help="Re-render every file, even when no input changed.")
+@pass_ctx
+@handle_errors
+def build(ctx: Context, now: str | None, force: bool) -> None:
+    """Validate the fleet, verify firmware and render the static site."""
+    from otapub.build import build_site
+
+    result = build_site(ctx.config, now=parse_now(now), force=force)
+    click.echo(result.summary())
+
+
+@main.command()
+@now_option
+@pass_ctx
+@handle_errors
+def check(ctx: Context, now: str | None) -> None:
+    """Validate the fleet and verify firmware checksums; write nothing."""
+    from otapub.build import plan_site
+
+    plan = plan_site(ctx.config, now=parse_now(now))
+    click.echo(f"ok: {len(plan.fleet.devices)} devices, {len(plan.fleet.releases)} releases, "
+               f"{len(plan.fleet.files)} fleet files")
+
+
+@main.command()
+@click.argument("mac")
+@click.option("--scheme", help="Token scheme (default: the device's in the fleet, else the config's token_scheme).")
+@click.option("--canonical", is_flag=True, help="Print the canonical form (the site's path key), not the wire form.")
+@pass_ctx
+@handle_errors
+def token(ctx: Context, mac: str, scheme: str | None, canonical: bool) -> None:
+    """Print the X-Device-Auth token a device must send."""
+    from otapub.devices import token_for
+
+    click.echo(token_for(ctx.config, mac, scheme, canonical))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def checksum(file: Path, as_json: bool) -> None:
+    """Print the MD5, SHA-256 and size of a firmware file."""
+    from otapub.firmware import digest_file
+
+    d = digest_file(file)
+    if as_json:
+        click.echo(json.dumps({"file": str(file), "md5": d.md5, "sha256": d.sha256, "size": d.size}))
+    else:
+        click.echo(f"md5:    {d.md5}\nsha256: {d.sha256}\nsize:   {d.size}")

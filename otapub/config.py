@@ -1,0 +1,216 @@
+"""Configuration: config.json plus OTA_SERVER_<KEY> environment overrides (seed-compatible).
+
+The schema is declared once, as data. Every key can be overridden from the environment,
+with the type conversion the seed did; unlike the seed, keys without a default (such as
+``admin_api_key``) can be overridden too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from otapub.errors import OtapubError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "OTA_SERVER_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The seed's shipped placeholders: anyone who read its README knows them.
+PLACEHOLDER_SECRETS = frozenset(
+    {"change-admin-api-key-in-production", "your-device-secret-key", "change-this-key-in-production"}
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # str, int, bool, path, url, level, scheme
+    default: Any
+    help: str
+    secret: bool = False
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("shared_secret_key", "str", None, "fleet secret the device tokens derive from", secret=True),
+    Field("server_port", "int", 5000, "port of the shim (otapub serve)"),
+    Field("server_host", "str", "0.0.0.0", "address the shim listens on"),  # noqa: S104 (seed default)
+    Field("debug_mode", "bool", False, "allow placeholder secrets; verbose errors"),
+    Field("log_level", "level", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    Field("devices_file", "path", None, "seed only: its devices.json (use `otapub import-seed`)"),
+    Field("firmware_directory", "path", "firmware", "where firmware files live"),
+    Field("admin_api_key", "str", None, "enables the admin API (X-Admin-API-Key)", secret=True),
+    Field("fleet_dir", "path", "fleet", "folder of fleet YAML files"),
+    Field("site_dir", "path", "site", "where the static site is rendered"),
+    Field("state_dir", "path", ".otapub", "build state and caches (not published, not in git)"),
+    Field("base_url", "url", None, "absolute URL the site is served from"),
+    Field("token_scheme", "scheme", "djb2-5381", "default device token scheme"),
+    Field("checkin_log", "path", "state/checkins.jsonl", "append-only check-in log of the shim"),
+    Field("default_device_file", "path", "fleet/devices.yaml", "where `otapub device add` puts new devices"),
+    Field("admin_git_commit", "bool", False, "commit each admin API change to git"),
+    Field("firmware_grace_seconds", "int", 3600, "keep unreferenced firmware this long (and one build)"),
+)
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(OtapubError):
+    exit_code = 2
+
+
+class Config:
+    """Resolved settings. Relative paths resolve against the config file's folder."""
+
+    def __init__(self, values: Mapping[str, Any], root: Path, source: Path | None):
+        self._values = dict(values)
+        self.root = root
+        self.source = source
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def path(self, name: str) -> Path:
+        """A path-valued setting, absolute."""
+        value = self._values[name]
+        return (self.root / value).resolve() if value is not None else None
+
+    def replace(self, **changes: Any) -> Config:
+        values = dict(self._values)
+        values.update(changes)
+        return Config(values, self.root, self.source)
+
+    def public(self) -> dict[str, Any]:
+        """The settings with secrets masked: safe to print or log."""
+        return {
+            k: ("***" if FIELDS_BY_NAME[k].secret and v else v) for k, v in self._values.items()
+        }
+
+    def placeholder_secrets(self) -> list[str]:
+        """Names of secret settings still holding one of the seed's placeholder values."""
+        return [f.name for f in FIELDS if f.secret and self._values.get(f.name) in PLACEHOLDER_SECRETS]
+
+
+def _convert(field: Field, value: Any, from_env: bool) -> Any:
+    """Convert one raw value; raise ValueError with what was expected."""
+    if value is None:
+        return None
+    kind = field.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"expected an integer, found {value!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected an integer, found {value!r}") from None
+        if field.name == "server_port" and not 0 < number < 65536:
+            raise ValueError(f"expected a port number 1-65535, found {number}")
+        if number < 0:
+            raise ValueError(f"expected a non-negative integer, found {number}")
+        return number
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"expected true or false, found {value!r}")
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, found {value!r}")
+    if kind == "level":
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, found {value!r}")
+        return value.upper()
+    if kind == "url":
+        if not value:
+            return None
+        if not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"expected an absolute http(s):// URL, found {value!r}")
+        return value.rstrip("/")
+    if kind == "scheme":
+        from otapub.tokens import SCHEMES
+
+        if value not in SCHEMES:
+            raise ValueError(f"expected one of {', '.join(sorted(SCHEMES))}, found {value!r}")
+    if kind == "path" and not value:
+        raise ValueError("expected a path, found an empty string")
+    return value
+
+
+def _line_of_key(text: str, key: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if f'"{key}"' in line:
+            return number
+    return None
+
+
+def load_config(
+    path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read config.json (``path``, or ./config.json when present) and the environment.
+
+    All problems are collected and raised together as one ConfigError.
+    """
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    source: Path | None = None
+    if path is not None:
+        source = Path(path)
+        if not source.is_file():
+            raise ConfigError(f"{source}: config file not found")
+    elif Path("config.json").is_file():
+        source = Path("config.json")
+    text = ""
+    if source is not None:
+        source = source.resolve()
+        try:
+            text = source.read_text(encoding="utf-8")
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}:1: expected a JSON object of settings")
+    root = source.parent if source is not None else Path.cwd().resolve()
+    values = {f.name: f.default for f in FIELDS}
+    for key, value in raw.items():
+        where = f"{source}:{_line_of_key(text, key) or 1}"
+        field = FIELDS_BY_NAME.get(key)
+        if field is None:
+            problems.append(f"{where}: {key}: unknown setting (known: {', '.join(FIELDS_BY_NAME)})")
+            continue
+        try:
+            values[key] = _convert(field, value, from_env=False)
+        except ValueError as exc:
+            problems.append(f"{where}: {key}: {exc}")
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        field = FIELDS_BY_NAME.get(key)
+        if field is None:
+            problems.append(f"environment {name}: unknown setting (known: {', '.join(FIELDS_BY_NAME)})")
+            continue
+        try:
+            values[key] = _convert(field, value, from_env=True)
+        except ValueError as exc:
+            problems.append(f"environment {name}: {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    if values["devices_file"] is not None:
+        log.warning("devices_file is a seed setting and is ignored; convert it with `otapub import-seed`")
+    return Config(values, root, source)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")

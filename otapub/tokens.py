@@ -1,0 +1,99 @@
+"""Device token schemes: a small registry, so stronger schemes can be added.
+
+A token keys a device's answer in the site (``d/<TOKEN>/<MAC12>.json``). Whatever the
+device sends in ``X-Device-Auth`` is canonicalised first (upper case, djb2 tokens
+zero-padded to 8 digits), because two firmware variants exist in the field (design.md §2).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{1,64}")
+DJB2_DIGITS = 8
+
+
+@dataclass(frozen=True)
+class TokenScheme:
+    name: str
+    description: str
+    # (mac12, secret) -> canonical token (upper-case hex)
+    compute: Callable[[str, str], str]
+    # (mac12, secret) -> the exact string the device sends
+    wire: Callable[[str, str], str]
+
+
+def _djb2(data: bytes, seed: int) -> int:
+    value = seed
+    for byte in data:
+        value = (value * 33 + byte) & 0xFFFFFFFF
+    return value
+
+
+def _djb2_input(mac12: str, secret: str) -> bytes:
+    # The firmware hashes the characters of (MAC + secret) as bytes; ASCII secrets are
+    # portable, other bytes are taken as unsigned UTF-8 bytes (see examples/README.md).
+    return (mac12 + secret).encode("utf-8")
+
+
+def djb2_5381(mac12: str, secret: str) -> str:
+    return f"{_djb2(_djb2_input(mac12, secret), 5381):08X}"
+
+
+def djb2_0(mac12: str, secret: str) -> str:
+    return f"{_djb2(_djb2_input(mac12, secret), 0):08X}"
+
+
+def djb2_0_wire(mac12: str, secret: str) -> str:
+    # Arduino's String(hash, HEX): lower case, no zero padding.
+    return f"{_djb2(_djb2_input(mac12, secret), 0):x}"
+
+
+SCHEMES: dict[str, TokenScheme] = {
+    "djb2-5381": TokenScheme(
+        "djb2-5381",
+        "djb2 from 5381 over MAC12+secret, sent as %08X (the seed README's snippet)",
+        djb2_5381,
+        djb2_5381,
+    ),
+    "djb2-0": TokenScheme(
+        "djb2-0",
+        "djb2 from 0 over MAC12+secret, sent as String(hash, HEX) (the seed's server and firmware)",
+        djb2_0,
+        djb2_0_wire,
+    ),
+}
+
+DEFAULT_SCHEME = "djb2-5381"
+
+
+def get_scheme(name: str) -> TokenScheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        known = ", ".join(sorted(SCHEMES))
+        raise ValueError(f"unknown token scheme {name!r} (known: {known})") from None
+
+
+def device_token(mac12: str, secret: str, scheme: str = DEFAULT_SCHEME) -> str:
+    """The canonical token of a device: the path key of its answer."""
+    return get_scheme(scheme).compute(mac12, secret)
+
+
+def canonical_token(header: str | None) -> str | None:
+    """Canonicalise an X-Device-Auth value; None when it cannot be a token.
+
+    Case is folded to upper, and a short (djb2) token is zero-padded to 8 digits, so the
+    seed's lower-case unpadded ``String(hash, HEX)`` form and ``%08X`` meet at one path.
+    """
+    if header is None:
+        return None
+    value = header.strip()
+    if not _HEX_TOKEN.fullmatch(value):
+        return None
+    value = value.upper()
+    if len(value) < DJB2_DIGITS:
+        value = value.zfill(DJB2_DIGITS)
+    return value

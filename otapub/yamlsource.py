@@ -1,0 +1,162 @@
+"""Read fleet YAML files, keeping the file:line:column of every key and value.
+
+Uses PyYAML's C parser when present. Two YAML 1.1 traps are closed: MAC addresses such as
+``11:22:33:44:55:66`` are not read as base-60 integers, and duplicate keys in one mapping
+are an error instead of a silent overwrite.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.resolver import Resolver
+
+from otapub.errors import Problem
+
+try:
+    from yaml.cyaml import CParser as _Parser
+
+    C_LOADER = True
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml.composer import Composer
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _Parser(Reader, Scanner, Parser, Composer):  # type: ignore[no-redef]
+        def __init__(self, stream: Any):
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            Composer.__init__(self)
+
+    C_LOADER = False
+
+
+@dataclass(frozen=True)
+class Pos:
+    file: str
+    line: int
+    column: int
+
+    def problem(self, field: str, message: str) -> Problem:
+        return Problem(self.file, self.line, self.column, field, message)
+
+
+class Map(dict):
+    """A mapping that remembers where it, its keys and its values stand."""
+
+    __slots__ = ("pos", "key_pos", "value_pos")
+
+    def where(self, key: Any) -> Pos:
+        return self.value_pos.get(key) or self.pos
+
+
+class Seq(list):
+    __slots__ = ("pos", "item_pos")
+
+
+class _Resolver(Resolver):
+    pass
+
+
+# YAML 1.1 reads 11:22:33:44:55:66 as a base-60 integer; drop the sexagesimal forms.
+_Resolver.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (
+        "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in Resolver.yaml_implicit_resolvers.items()
+}
+_Resolver.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_Resolver.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+class _Constructor(SafeConstructor):
+    file = "<yaml>"
+
+    def _pos(self, node: yaml.Node) -> Pos:
+        return Pos(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def construct_yaml_map(self, node: yaml.MappingNode):
+        data = Map()
+        data.pos = self._pos(node)
+        data.key_pos = {}
+        data.value_pos = {}
+        yield data
+        self.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise ConstructorError(None, None, "a mapping key must be a plain value", key_node.start_mark)
+            if key in data:
+                first = data.key_pos[key]
+                raise ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.line})", key_node.start_mark
+                )
+            data[key] = self.construct_object(value_node, deep=True)
+            data.key_pos[key] = self._pos(key_node)
+            data.value_pos[key] = self._pos(value_node)
+
+    def construct_yaml_seq(self, node: yaml.SequenceNode):
+        data = Seq()
+        data.pos = self._pos(node)
+        data.item_pos = [self._pos(item) for item in node.value]
+        yield data
+        data.extend(self.construct_sequence(node, deep=True))
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:map", _Constructor.construct_yaml_map)
+_Constructor.add_constructor("tag:yaml.org,2002:seq", _Constructor.construct_yaml_seq)
+
+
+class _Loader(_Parser, _Constructor, _Resolver):
+    def __init__(self, stream: Any, file: str):
+        _Parser.__init__(self, stream)
+        _Constructor.__init__(self)
+        _Resolver.__init__(self)
+        self.file = file
+
+
+def load_yaml(text: str | bytes, file: str) -> Any:
+    """Parse one YAML document; raise YAMLProblem (a Problem) on syntax errors."""
+    loader = _Loader(text, file)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise YAMLProblem(
+            Problem(file, mark.line + 1 if mark else None, mark.column + 1 if mark else None, "",
+                    f"invalid YAML: {message}")
+        ) from None
+    except yaml.YAMLError as exc:
+        raise YAMLProblem(Problem(file, None, None, "", f"invalid YAML: {exc}")) from None
+    finally:
+        loader.dispose()
+
+
+class YAMLProblem(Exception):
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def fleet_files(fleet_dir: Path) -> list[Path]:
+    """All *.yaml / *.yml files below fleet_dir, any depth, in a stable order."""
+    files = [p for p in fleet_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
+    return sorted(files)

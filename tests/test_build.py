@@ -1,0 +1,174 @@
+"""The rendered site: layout, content, atomic and minimal writes, pruning (design.md §4)."""
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from otapub.build import build_site
+from otapub.firmware import digest_file
+from otapub.tokens import djb2_0, djb2_5381
+from tests.conftest import SECRET
+
+
+SWITCH = "release: panic-1.3.8\n    hardware: FireBeetle 2 ESP32-C6"
+
+
+def answer(repo, mac12: str, token: str) -> dict:
+    return json.loads((repo.site / "d" / token / f"{mac12}.json").read_bytes())
+
+
+def test_site_layout_and_answers(example):
+    result = build_site(example.config())
+    fw = digest_file(example.root / "firmware/panic_1.3.8.bin")
+    a = answer(example, "AABBCCDDEEFF", djb2_5381("AABBCCDDEEFF", SECRET))
+    assert a == {
+        "device_id": "PanicAlarm_EEFF", "mac": "AA:BB:CC:DD:EE:FF", "hardware": "FireBeetle 2 ESP32-C6",
+        "release": "panic-1.3.8", "firmware_version": "1.3.8",
+        "firmware_url": f"/f/{fw.sha256}/panic_1.3.8.bin", "checksum": fw.md5, "md5": fw.md5,
+        "sha256": fw.sha256, "size": fw.size, "release_hardware": ["FireBeetle 2 ESP32-C6"],
+    }
+    # the per-device scheme keys the djb2-0 device's answer
+    b = answer(example, "112233445566", djb2_0("112233445566", SECRET))
+    assert b["release"] == "panic-1.3.7" and "release_hardware" not in b
+    # a device without a target still has an answer (it authenticates, gets no update)
+    spare = answer(example, "AABBCC000001", djb2_5381("AABBCC000001", SECRET))
+    assert spare == {"device_id": "spare", "mac": "AA:BB:CC:00:00:01", "hardware": None, "release": None}
+    assert (example.site / f"f/{fw.sha256}/panic_1.3.8.bin").read_bytes() == \
+        (example.root / "firmware/panic_1.3.8.bin").read_bytes()
+    record = json.loads((example.site / "build.json").read_text())
+    assert record["devices"] == 3 and record["releases"] == 2 and record["firmware_files"] == 2
+    assert len(result.written) == 2 + 3 + 1
+    names = [p.name for p in example.site.rglob("*")]
+    assert not [n for n in names if n.startswith(".")], "uploaders drop dotfiles"
+
+
+def test_base_url_makes_urls_absolute(example):
+    example.set_config(base_url="https://ota.example.com/fw/")
+    build_site(example.config())
+    a = answer(example, "AABBCCDDEEFF", djb2_5381("AABBCCDDEEFF", SECRET))
+    assert a["firmware_url"].startswith("https://ota.example.com/fw/f/")
+
+
+def test_noop_rebuild_writes_nothing(example):
+    build_site(example.config())
+    before = example.snapshot()
+    result = build_site(example.config())
+    assert result.noop and result.written == []
+    assert example.snapshot() == before
+
+
+def test_firmware_is_hashed_once(example):
+    assert build_site(example.config()).hashed == 2
+    (example.root / "fleet/devices.yaml").write_text(
+        (example.root / "fleet/devices.yaml").read_text().replace("spare", "spare-2"))
+    result = build_site(example.config())
+    assert result.hashed == 0 and not result.noop
+
+
+def test_one_device_change_rewrites_one_answer_and_the_record(example):
+    build_site(example.config())
+    before = example.snapshot()
+    path = example.root / "fleet/devices.yaml"
+    path.write_text(path.read_text().replace("device_id: spare", "device_id: spare-renamed"))
+    result = build_site(example.config())
+    token = djb2_5381("AABBCC000001", SECRET)
+    assert sorted(result.written) == sorted([f"d/{token}/AABBCC000001.json", "build.json"])
+    after = example.snapshot()
+    unchanged = [p for p in before if p not in result.written]
+    assert all(after[p] == before[p] for p in unchanged), "unchanged files keep bytes and mtime"
+
+
+def test_lost_state_still_does_not_rewrite_unchanged_files(example):
+    build_site(example.config())
+    before = example.snapshot()
+    shutil.rmtree(example.root / ".otapub")
+    result = build_site(example.config())
+    assert result.written == []
+    assert example.snapshot() == before
+
+
+def test_removed_device_answer_is_pruned(example):
+    build_site(example.config())
+    path = example.root / "fleet/devices.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("  aa-bb-cc-00-00-01")])
+    result = build_site(example.config())
+    token = djb2_5381("AABBCC000001", SECRET)
+    assert result.pruned == [f"d/{token}/AABBCC000001.json"]
+    assert not (example.site / "d" / token).exists(), "empty token folder removed"
+
+
+def test_unreferenced_firmware_survives_one_build_and_the_grace_period(example):
+    example.set_config(firmware_grace_seconds=0)
+    build_site(example.config())
+    old = digest_file(example.root / "firmware/panic_1.3.7.bin")
+    old_path = example.site / f"f/{old.sha256}/panic_1.3.7.bin"
+    path = example.root / "fleet/devices.yaml"
+    path.write_text(path.read_text().replace('target_version: "1.3.7"', SWITCH))
+    build_site(example.config())
+    assert old_path.is_file(), "a device that just read the old answer can still download"
+    build_site(example.config(), force=True)
+    assert not old_path.exists()
+
+
+def test_grace_period_in_time_is_respected(example):
+    build_site(example.config())  # default grace: an hour
+    path = example.root / "fleet/devices.yaml"
+    path.write_text(path.read_text().replace('target_version: "1.3.7"', SWITCH))
+    for _ in range(3):
+        build_site(example.config(), force=True)
+    old = digest_file(example.root / "firmware/panic_1.3.7.bin")
+    assert (example.site / f"f/{old.sha256}/panic_1.3.7.bin").is_file()
+
+
+def test_only_firmware_some_device_gets_is_published(example):
+    example.firmware("unused.bin", size=10)
+    example.write("fleet/more.yaml", "releases:\n  unused: {version: '9', file: firmware/unused.bin}\n")
+    build_site(example.config())
+    assert not list(example.site.rglob("unused.bin"))
+
+
+def test_url_release_is_not_copied(example):
+    example.write("fleet/more.yaml", f"""\
+        releases:
+          remote: {{version: '2.0', url: 'https://cdn.example.com/p.bin', md5: '{"a" * 32}',
+                    sha256: '{"b" * 64}', size: 1234}}
+        devices:
+          AA:BB:CC:DD:EE:01: {{release: remote}}
+        """)
+    build_site(example.config())
+    a = answer(example, "AABBCCDDEE01", djb2_5381("AABBCCDDEE01", SECRET))
+    assert a["firmware_url"] == "https://cdn.example.com/p.bin" and a["checksum"] == "a" * 32
+
+
+def test_secret_never_in_site_state_or_logs(example, caplog):
+    caplog.set_level(logging.DEBUG)
+    result = example.cli("build")
+    assert result.exit_code == 0
+    for path in [*example.site.rglob("*"), *(example.root / ".otapub").rglob("*")]:
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in result.output and SECRET not in caplog.text
+
+
+def test_changed_firmware_under_same_release_is_caught_by_declared_checksum(example):
+    d = digest_file(example.root / "firmware/panic_1.3.8.bin")
+    path = example.root / "fleet/releases.yaml"
+    path.write_text(path.read_text().replace("    file: firmware/panic_1.3.8.bin",
+                                             f"    file: firmware/panic_1.3.8.bin\n    sha256: {d.sha256}"))
+    build_site(example.config())
+    before = example.snapshot()
+    example.firmware("panic_1.3.8.bin", b"tampered" * 100)
+    result = example.cli("build")
+    assert result.exit_code == 1 and "checksum mismatch" in result.output
+    assert example.snapshot() == before
+
+
+@pytest.mark.parametrize("secret", ["", "change-this-key-in-production"])
+def test_missing_or_placeholder_secret_is_refused(example, secret):
+    result = example.cli("build", env={"OTA_SERVER_SHARED_SECRET_KEY": secret})
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "shared_secret_key" in result.output
+    assert not example.site.exists()
