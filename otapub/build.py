@@ -68,8 +68,15 @@ class Plan:
     releases: int  # releases some device is meant to get
 
 
-def _secret(config: Config) -> str:
+# `otapub check` runs in pull requests, where no secret is available (fork PRs): answers are
+# then rendered in memory under this stand-in, only to validate; nothing is written.
+CHECK_ONLY_SECRET = "otapub-check-without-secret"
+
+
+def _secret(config: Config, required: bool = True) -> str:
     secret = config.shared_secret_key
+    if not required:
+        return secret or CHECK_ONLY_SECRET
     if not secret:
         raise OtapubError("shared_secret_key is not set: put it in OTA_SERVER_SHARED_SECRET_KEY "
                           "(or config.json, outside git)")
@@ -112,8 +119,9 @@ def verify_firmware(fleet: Fleet, cache: DigestCache) -> dict[str, Digests]:
     return digests
 
 
-def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: dict[str, Release | None]) -> Plan:
-    secret = _secret(config)
+def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: dict[str, Release | None],
+           require_secret: bool = True) -> Plan:
+    secret = _secret(config, require_secret)
     base = config.base_url or ""
     default_scheme = config.token_scheme
     answers: dict[str, bytes] = {}
@@ -221,13 +229,17 @@ def _scan(site: Path) -> tuple[dict[str, str], list[str]]:
     return answers, firmware
 
 
-def plan_site(config: Config, now: datetime | None = None, cache: DigestCache | None = None) -> Plan:
-    """Load, validate, verify and render the fleet; write nothing."""
+def plan_site(config: Config, now: datetime | None = None, cache: DigestCache | None = None,
+              require_secret: bool = True) -> Plan:
+    """Load, validate, verify and render the fleet; write nothing.
+
+    Without ``require_secret`` (``otapub check``) a missing secret does not stop validation.
+    """
     now = now or datetime.now(timezone.utc)
     fleet = load_fleet(config.path("fleet_dir"), config.root)
     targets = resolve_targets(fleet, now)
     digests = verify_firmware(fleet, cache or DigestCache())
-    return render(config, fleet, digests, targets)
+    return render(config, fleet, digests, targets, require_secret)
 
 
 def build_site(config: Config, now: datetime | None = None, force: bool = False) -> BuildResult:

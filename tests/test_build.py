@@ -172,3 +172,17 @@ def test_missing_or_placeholder_secret_is_refused(example, secret):
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "shared_secret_key" in result.output
     assert not example.site.exists()
+
+
+def test_check_needs_no_secret_and_writes_nothing(example):
+    result = example.cli("check", env={"OTA_SERVER_SHARED_SECRET_KEY": ""})
+    assert result.exit_code == 0, result.output
+    assert "ok: 3 devices, 2 releases" in result.output
+    assert not example.site.exists() and not (example.root / ".otapub").exists()
+
+
+def test_check_reports_problems_with_exit_status(example):
+    example.write("fleet/more.yaml", "devices:\n  nope: {}\n")
+    result = example.cli("check")
+    assert result.exit_code == 1
+    assert result.output.startswith("fleet/more.yaml:2:3: devices: 'nope' is not a MAC address")
