@@ -52,6 +52,14 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def echo_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Print rows as aligned columns; None shows as '-'."""
+    table = [header] + [tuple("-" if cell is None else str(cell) for cell in row) for row in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 def parse_now(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -127,3 +135,34 @@ def checksum(file: Path, as_json: bool) -> None:
         click.echo(json.dumps({"file": str(file), "md5": d.md5, "sha256": d.sha256, "size": d.size}))
     else:
         click.echo(f"md5:    {d.md5}\nsha256: {d.sha256}\nsize:   {d.size}")
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default: server_host).")
+@click.option("--port", type=int, help="Port (default: server_port).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (default: 2 per core, at most 8).")
+@pass_ctx
+@handle_errors
+def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the site and the device protocol under gunicorn (a rebuilt site is picked up live)."""
+    from otapub.server import serve as run
+
+    run(ctx.config, host, port, workers)
+
+
+@main.command()
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Check-in log to read (default: checkin_log).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+@handle_errors
+def status(ctx: Context, log_path: Path | None, as_json: bool) -> None:
+    """Per device: last check, last reported version, target and state."""
+    from otapub.status import fleet_status
+
+    rows = fleet_status(ctx.config, log_path)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    echo_table(("MAC", "DEVICE ID", "TARGET", "REPORTED", "STATE", "LAST CHECK", "LAST UPDATE"),
+               [(r.mac, r.device_id, r.target, r.last_version, r.state, r.last_check, r.last_update) for r in rows])

@@ -80,6 +80,10 @@ def repo(tmp_path) -> Repo:
 
 @pytest.fixture
 def example(repo) -> Repo:
+    return populate_example(repo)
+
+
+def populate_example(repo: Repo) -> Repo:
     """A small valid fleet: two releases, three devices."""
     repo.firmware("panic_1.3.7.bin", size=3000)
     repo.firmware("panic_1.3.8.bin", size=4000)
@@ -107,3 +111,68 @@ def example(repo) -> Repo:
             device_id: spare
         """)
     return repo
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    """`otapub serve` running for real (gunicorn) on a loopback port."""
+
+    def __init__(self, repo: Repo, workers: int = 2, env: dict | None = None):
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        self.repo = repo
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("OTA_SERVER_")}
+        environ.update(repo.env, **(env or {}))
+        self.log = repo.root / "serve.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "otapub", "--config", str(repo.config_file), "serve", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", str(workers)],
+            env=environ, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(self.base + "/status", timeout=1).read()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("shim did not start:\n" + self.log.read_text()) from None
+                time.sleep(0.05)
+
+    def request(self, path: str, headers: dict | None = None, method: str = "GET"):
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, headers=headers or {})
+            response = conn.getresponse()
+            body = response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+        finally:
+            conn.close()
+
+    def json(self, path: str, headers: dict | None = None):
+        status, _headers, body = self.request(path, headers)
+        return status, json.loads(body)
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,318 @@
+"""The shim under its production server, over real HTTP on 127.0.0.1 (design.md §2, issue 3)."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from otapub.build import build_site
+from otapub.firmware import digest_file
+from otapub.tokens import djb2_0_wire, djb2_5381
+from tests.conftest import SECRET, Repo, Served, populate_example
+
+HW = "FireBeetle+2+ESP32-C6"  # the firmware's urlEncode(): space -> '+'
+EEFF = djb2_5381("AABBCCDDEEFF", SECRET)
+SEED_TOKEN = djb2_0_wire("112233445566", SECRET)  # lower case, unpadded: String(hash, HEX)
+
+
+def check(mac="AA:BB:CC:DD:EE:FF", version="1.3.7", hardware=HW, device_id="PanicAlarm_EEFF"):
+    return f"/api/firmware?device_id={device_id}&hardware={hardware}&version={version}&mac={mac}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    repo = populate_example(Repo(tmp_path_factory.mktemp("shim") / "repo"))
+    repo.set_config(checkin_log="state/checkins.jsonl")
+    (repo.root.parent / "outside-canary.txt").write_text("CANARY-OUTSIDE-SITE")
+    build_site(repo.config())
+    server = Served(repo)
+    yield server
+    server.stop()
+
+
+def checkins(served):
+    path = served.repo.root / "state/checkins.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_seed_firmware_request_djb2_5381(served):
+    status, body = served.json(check(), {"X-Device-Auth": EEFF})
+    fw = digest_file(served.repo.root / "firmware/panic_1.3.8.bin")
+    assert status == 200
+    assert body == {"update_available": True, "firmware_version": "1.3.8",
+                    "firmware_url": f"{served.base}/f/{fw.sha256}/panic_1.3.8.bin",
+                    "checksum": fw.md5, "sha256": fw.sha256, "size": fw.size}
+
+
+def test_seed_firmware_request_djb2_0_lower_case_unpadded(served):
+    assert SEED_TOKEN == SEED_TOKEN.lower()
+    status, body = served.json(check("11:22:33:44:55:66", "1.3.6", device_id="PanicAlarm_5566"),
+                               {"X-Device-Auth": SEED_TOKEN})
+    assert status == 200 and body["update_available"] is True and body["firmware_version"] == "1.3.7"
+    # the same token zero-padded and upper case is the same credential
+    status, _ = served.json(check("112233445566", "1.3.6"), {"X-Device-Auth": SEED_TOKEN.upper().zfill(8)})
+    assert status == 200
+
+
+def test_download_what_was_offered_and_md5_matches(served):
+    import hashlib
+
+    _, body = served.json(check(), {"X-Device-Auth": EEFF})
+    status, headers, data = served.request(body["firmware_url"].removeprefix(served.base))
+    assert status == 200 and int(headers["content-length"]) == len(data) > 0
+    assert hashlib.md5(data).hexdigest() == body["checksum"]
+
+
+@pytest.mark.parametrize("version,offered", [("1.3.8", False), ("1.3.8.0", False), ("1.10.0", False),
+                                             ("1.3.7", True), ("v1.3.7", True), ("1.3", True), ("0.9.99", True)])
+def test_numeric_version_comparison(served, version, offered):
+    status, body = served.json(check(version=version), {"X-Device-Auth": EEFF})
+    assert status == 200 and body["update_available"] is offered
+    if not offered:
+        assert body == {"update_available": False}
+
+
+def test_hardware_mismatch_gets_no_update_and_is_logged(served):
+    status, body = served.json(check(hardware="ESP32-S3+Box"), {"X-Device-Auth": EEFF})
+    assert status == 200 and body == {"update_available": False}
+    last = checkins(served)[-1]
+    assert last["decision"] == "hardware_mismatch" and last["hardware"] == "ESP32-S3 Box"
+
+
+def test_device_without_target(served):
+    token = djb2_5381("AABBCC000001", SECRET)
+    status, body = served.json(check("AA:BB:CC:00:00:01"), {"X-Device-Auth": token})
+    assert status == 200 and body == {"update_available": False}
+
+
+@pytest.mark.parametrize("query,error", [
+    ("/api/firmware", "Missing required parameters: device_id, hardware, version, mac"),
+    (check(mac=""), "Missing required parameters: mac"),
+    (check(mac="AA:BB:CC:DD:EE"), "Invalid MAC address format"),
+    (check(mac="GG:BB:CC:DD:EE:FF"), "Invalid MAC address format"),
+    (check(version="1.2-beta"), "Invalid version format"),
+    (check(version="abc"), "Invalid version format"),
+])
+def test_bad_requests_are_400_json(served, query, error):
+    status, body = served.json(query, {"X-Device-Auth": EEFF})
+    assert status == 400 and body == {"error": error}
+
+
+def test_unknown_mac_and_wrong_token_are_indistinguishable(served):
+    unknown = served.request(check("AA:BB:CC:DD:EE:01"), {"X-Device-Auth": djb2_5381("AABBCCDDEE01", SECRET)})
+    wrong = served.request(check(), {"X-Device-Auth": "DEADBEEF"})
+    missing = served.request(check())
+    garbage = served.request(check(), {"X-Device-Auth": "not-hex!"})
+    for status, headers, body in (unknown, wrong, missing, garbage):
+        assert status == 401 and json.loads(body) == {"error": "Authentication failed"}
+    assert unknown[2] == wrong[2] == missing[2]
+    assert checkins(served)[-1]["decision"] == "auth_failed"
+
+
+def test_checkin_log_lines(served):
+    served.json(check(version="1.3.7"), {"X-Device-Auth": EEFF})
+    entry = checkins(served)[-1]
+    assert set(entry) == {"time", "client", "mac", "device_id", "hardware", "version", "target", "decision", "status"}
+    assert entry["mac"] == "AA:BB:CC:DD:EE:FF" and entry["version"] == "1.3.7" and entry["target"] == "1.3.8"
+    assert entry["decision"] == "update_offered" and entry["status"] == 200 and entry["client"] == "127.0.0.1"
+    text = (served.repo.root / "state/checkins.jsonl").read_text()
+    assert EEFF not in text and EEFF.lower() not in text and SECRET not in text
+
+
+def test_answer_file_is_token_gated(served):
+    path = f"/d/{EEFF}/AABBCCDDEEFF.json"
+    assert served.request(path)[0] == 401
+    assert served.request(path, {"X-Device-Auth": "00000000"})[0] == 401
+    status, headers, body = served.request(path, {"X-Device-Auth": EEFF.lower()})
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert json.loads(body)["mac"] == "AA:BB:CC:DD:EE:FF"
+
+
+def firmware_path(served):
+    fw = digest_file(served.repo.root / "firmware/panic_1.3.8.bin")
+    return f"/f/{fw.sha256}/panic_1.3.8.bin", fw
+
+
+def test_firmware_headers(served):
+    path, fw = firmware_path(served)
+    status, headers, body = served.request(path)
+    assert status == 200 and len(body) == fw.size
+    assert headers["content-length"] == str(fw.size)
+    assert headers["etag"] == f'"{fw.sha256}"'
+    assert headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert "last-modified" in headers and headers["content-type"] == "application/octet-stream"
+
+
+def test_firmware_conditional_range_and_head(served):
+    path, fw = firmware_path(served)
+    data = (served.repo.root / "firmware/panic_1.3.8.bin").read_bytes()
+    assert served.request(path, {"If-None-Match": f'"{fw.sha256}"'})[0] == 304
+    assert served.request(path, {"If-None-Match": '"other"'})[0] == 200
+    status, headers, body = served.request(path, {"Range": "bytes=10-19"})
+    assert status == 206 and body == data[10:20] and headers["content-range"] == f"bytes 10-19/{fw.size}"
+    status, headers, body = served.request(path, {"Range": "bytes=-5"})
+    assert status == 206 and body == data[-5:]
+    status, headers, body = served.request(path, {"Range": "bytes=100-"})
+    assert status == 206 and body == data[100:]
+    status, headers, _ = served.request(path, {"Range": f"bytes={fw.size}-"})
+    assert status == 416 and headers["content-range"] == f"bytes */{fw.size}"
+    status, headers, body = served.request(path, method="HEAD")
+    assert status == 200 and body == b"" and headers["content-length"] == str(fw.size)
+    status, _, body = served.request(path, {"Range": "bytes=0-1,5-6"})  # multiple ranges: whole file
+    assert status == 200 and body == data
+
+
+def test_seed_firmware_route(served):
+    status, headers, body = served.request("/firmware/panic_1.3.7.bin")
+    assert status == 200 and body == (served.repo.root / "firmware/panic_1.3.7.bin").read_bytes()
+    assert served.request("/firmware/unknown.bin")[0] == 404
+
+
+def test_status(served):
+    status, body = served.json("/status")
+    assert status == 200 and body["status"] == "ok" and body["site"]["devices"] == 3
+    assert SECRET not in json.dumps(body)
+
+
+@pytest.mark.parametrize("path", ["/", "/d/", "/f/", "/d", "/site", "/build.json/", "/api/firmware/x", "/admin/devices"])
+def test_unknown_paths_are_404_json(served, path):
+    status, headers, body = served.request(path)
+    assert status == 404 and headers["content-type"] == "application/json" and json.loads(body)["error"]
+
+
+def test_wrong_method_is_405(served):
+    status, headers, body = served.request(check(), method="POST")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+
+
+def raw(served, target: bytes, headers: bytes = b"") -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + headers + b"\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, data
+
+
+TRAVERSAL = [b"/f/../../outside-canary.txt", b"/f/%2e%2e/%2e%2e/outside-canary.txt", b"/%2e%2e/outside-canary.txt",
+             b"/firmware/..%2f..%2foutside-canary.txt", b"/firmware/%2e%2e%5c%2e%2e%5coutside-canary.txt",
+             b"/d/..%2f..%2f..%2foutside-canary.txt", b"/f/..\\..\\outside-canary.txt", b"/build.json%00.bin",
+             b"/firmware/panic_1.3.7.bin%00", b"//etc/passwd", b"/firmware/.." , b"/" + b"a/" * 3000,
+             b"/firmware/" + b"%2e" * 500, b"/d/" + EEFF.encode() + b"/..%2f..%2f..%2foutside-canary.txt"]
+
+
+@pytest.mark.parametrize("target", TRAVERSAL)
+def test_traversal_corpus(served, target):
+    status, data = raw(served, target)
+    assert status in (400, 404, 414) and b"CANARY" not in data and b"root:" not in data
+
+
+def test_symlink_in_site_is_not_followed(served):
+    site = served.repo.site
+    fw_dir = next((site / "f").iterdir())
+    link = fw_dir / "evil.bin"
+    link.symlink_to(served.repo.root.parent / "outside-canary.txt")
+    try:
+        status, data = raw(served, f"/f/{fw_dir.name}/evil.bin".encode())
+        assert status == 404 and b"CANARY" not in data
+        status, data = raw(served, b"/firmware/evil.bin")
+        assert status == 404 and b"CANARY" not in data
+    finally:
+        link.unlink()
+
+
+def test_concurrent_workers_append_whole_lines(served):
+    before = len(checkins(served))
+    errors = []
+
+    def hammer():
+        for _ in range(50):
+            if served.request(check(), {"X-Device-Auth": EEFF})[0] != 200:
+                errors.append(1)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(checkins(served)) == before + 400  # every line parses: none interleaved
+
+
+def test_site_rebuilds_are_served_live_without_failures(served):
+    """Serve continuously while releases change; no request fails, no answer names a missing file."""
+    repo = served.repo
+    stop = threading.Event()
+    failures: list = []
+
+    def device_loop():
+        while not stop.is_set():
+            status, body = served.json(check(version="0.0.1"), {"X-Device-Auth": EEFF})
+            if status != 200 or not body.get("update_available"):
+                failures.append((status, body))
+                continue
+            st, headers, data = served.request(body["firmware_url"].removeprefix(served.base))
+            if st != 200 or len(data) != body["size"]:
+                failures.append(("download", st, body["firmware_url"]))
+
+    threads = [threading.Thread(target=device_loop) for _ in range(4)]
+    for t in threads:
+        t.start()
+    releases = repo.root / "fleet/releases.yaml"
+    original = releases.read_text()
+    try:
+        for i in range(12):
+            repo.firmware("panic_1.3.8.bin", f"build {i} ".encode() * 500)
+            build_site(repo.config())
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        repo.firmware("panic_1.3.8.bin", size=4000)
+        releases.write_text(original)
+        build_site(repo.config())
+    assert failures == []
+
+
+def test_serve_refuses_placeholder_secrets(example):
+    import subprocess
+    import sys
+
+    env = {"OTA_SERVER_ADMIN_API_KEY": "change-admin-api-key-in-production", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "otapub", "--config", str(example.config_file), "serve",
+                           "--port", "1"], env={**example.env, **env}, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "refusing to start: admin_api_key" in done.stderr and "Traceback" not in done.stderr
+    assert "change-admin-api-key-in-production" not in done.stderr
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PATH_CHARS = st.sampled_from(list("/.%\\-_~+:;=?&#@!$'()*,") + list("0123456789abcdefABCDEF")
+                              + ["%2e", "%2f", "%5c", "%00", "..", "d/", "f/", "api/firmware", "firmware/", "status",
+                                 EEFF, "AABBCCDDEEFF.json", "%ff", "%c0%ae"])
+_HEADER_TEXT = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=80)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.lists(_PATH_CHARS, max_size=30).map("".join),
+       query=st.dictionaries(st.sampled_from(["mac", "version", "hardware", "device_id", "x"]),
+                             _HEADER_TEXT, max_size=5),
+       auth=st.one_of(st.none(), _HEADER_TEXT, st.just(EEFF)), rng=st.one_of(st.none(), _HEADER_TEXT),
+       inm=st.one_of(st.none(), _HEADER_TEXT))
+def test_fuzz_never_5xx_never_outside_site(served, path, query, auth, rng, inm):
+    target = "/" + path.lstrip("/")
+    if query:
+        target = "/api/firmware?" + "&".join(f"{k}={v}" for k, v in query.items()).replace("#", "%23")
+    headers = b""
+    for name, value in (("X-Device-Auth", auth), ("Range", rng), ("If-None-Match", inm)):
+        if value is not None:
+            headers += f"{name}: {value}\r\n".encode()
+    status, data = raw(served, target.replace(" ", "%20").encode(), headers)
+    assert 200 <= status < 500, data[:300]
+    assert b"CANARY" not in data and b"root:" not in data
