@@ -166,3 +166,39 @@ def status(ctx: Context, log_path: Path | None, as_json: bool) -> None:
         return
     echo_table(("MAC", "DEVICE ID", "TARGET", "REPORTED", "STATE", "LAST CHECK", "LAST UPDATE"),
                [(r.mac, r.device_id, r.target, r.last_version, r.state, r.last_check, r.last_update) for r in rows])
+
+
+@main.command()
+@click.option("--base", metavar="GIT-REF",
+              help="Compare with this ref (default: the merge base with origin/main, or HEAD).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@now_option
+@pass_ctx
+@handle_errors
+def plan(ctx: Context, base: str | None, fmt: str, now: str | None) -> None:
+    """Show what the working tree's fleet changes do to devices, compared with a git ref."""
+    from otapub.plan import compute_plan, render_plan
+
+    result = compute_plan(ctx.config, base, parse_now(now))
+    click.echo(render_plan(result, fmt, ctx.config), nl=False)
+    if not result.valid:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, help="Port (default: server_port).")
+@click.option("--poll", is_flag=True, help="Poll for changes (Docker bind mounts, network file systems).")
+@pass_ctx
+@handle_errors
+def watch(ctx: Context, host: str, port: int | None, poll: bool) -> None:
+    """Build, serve locally, and rebuild on every change to the fleet, firmware, templates or config."""
+    from otapub.server import refuse_placeholders
+    from otapub.watch import Watcher
+
+    refuse_placeholders(ctx.config)
+    watcher = Watcher(ctx.config_path, host, port if port is not None else ctx.config.server_port, poll, click.echo)
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        watcher.stop()

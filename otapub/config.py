@@ -89,6 +89,10 @@ class Config:
         values.update(changes)
         return Config(values, self.root, self.source)
 
+    def with_root(self, root: Path) -> Config:
+        """The same settings, resolved against another folder (e.g. a git checkout of the base)."""
+        return Config(self._values, root, None)
+
     def public(self) -> dict[str, Any]:
         """The settings with secrets masked: safe to print or log."""
         return {

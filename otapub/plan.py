@@ -1,0 +1,186 @@
+"""`otapub plan`: what a fleet change does to devices, computed as a pure diff first.
+
+Like pip-tools' diff before sync: the fleet at a git ref (the base) and the working tree are
+each loaded and resolved to targets, then compared. Nothing is written; no secret is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from otapub.build import verify_firmware
+from otapub.config import Config
+from otapub.errors import OtapubError, ValidationError
+from otapub.firmware import DigestCache, Digests
+from otapub.fleet import load_fleet
+from otapub.model import Fleet, Release
+from otapub.targets import resolve_targets
+from otapub.versions import parse_version
+
+
+@dataclass
+class Side:
+    """One side of the comparison: a fleet resolved to targets, or its validation errors."""
+
+    fleet: Fleet | None = None
+    targets: dict[str, Release | None] = field(default_factory=dict)
+    digests: dict[str, Digests] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FleetPlan:
+    base_ref: str
+    base_commit: str | None
+    errors: list[str]
+    base_errors: list[str]
+    devices_added: list[tuple[str, str | None]] = field(default_factory=list)
+    devices_removed: list[tuple[str, str | None]] = field(default_factory=list)
+    moves: list[dict[str, Any]] = field(default_factory=list)  # grouped target changes
+    releases_added: list[str] = field(default_factory=list)
+    releases_removed: list[str] = field(default_factory=list)
+    releases_changed: list[dict[str, Any]] = field(default_factory=list)
+    devices: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    @property
+    def checksum_changes(self) -> list[dict[str, Any]]:
+        return [c for c in self.releases_changed if c["checksum_changed"]]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.devices_added or self.devices_removed or self.moves or self.releases_added
+                    or self.releases_removed or self.releases_changed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid, "base_ref": self.base_ref, "base_commit": self.base_commit,
+            "errors": self.errors, "base_errors": self.base_errors, "devices": self.devices,
+            "devices_added": [{"mac": m, "target": t} for m, t in self.devices_added],
+            "devices_removed": [{"mac": m, "target": t} for m, t in self.devices_removed],
+            "target_changes": self.moves, "releases_added": self.releases_added,
+            "releases_removed": self.releases_removed, "releases_changed": self.releases_changed,
+        }
+
+
+def _git(root: Path, *args: str, binary: bool = False) -> Any:
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OtapubError(f"git failed: {exc}") from None
+    if done.returncode != 0:
+        raise OtapubError(f"git {' '.join(args)}: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout if binary else done.stdout.decode().strip()
+
+
+def default_base(root: Path) -> str:
+    """The merge base with origin/main when there is one, else HEAD."""
+    try:
+        return _git(root, "merge-base", "HEAD", "origin/main")
+    except OtapubError:
+        _git(root, "rev-parse", "--verify", "HEAD")  # raises a clear error outside a git repository
+        return "HEAD"
+
+
+def _load(config: Config, now: datetime) -> Side:
+    side = Side()
+    try:
+        side.fleet = load_fleet(config.path("fleet_dir"), config.root)
+        side.targets = resolve_targets(side.fleet, now)
+        side.digests = verify_firmware(side.fleet, DigestCache())
+    except ValidationError as exc:
+        side.errors = [str(p) for p in exc.problems]
+    return side
+
+
+def _load_at(config: Config, ref: str, now: datetime) -> tuple[Side, str]:
+    """The fleet as it was at a git ref, extracted into a temporary folder."""
+    commit = _git(config.root, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    prefix = _git(config.root, "rev-parse", "--show-prefix")
+    data = _git(config.root, "archive", "--format=tar", commit, "--", ".", binary=True)
+    with tempfile.TemporaryDirectory(prefix="otapub-plan-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            archive.extractall(tmp, filter="data")
+        base_root = Path(tmp) / prefix if prefix else Path(tmp)
+        base_root.mkdir(parents=True, exist_ok=True)
+        side = _load(config.with_root(base_root.resolve()), now)
+    return side, commit
+
+
+def _version(release: Release | None) -> str:
+    return release.version if release is not None else "(none)"
+
+
+def _label(release: Release | None) -> str:
+    return f"{release.version} ({release.name})" if release is not None else "(none)"
+
+
+def compute_plan(config: Config, base: str | None = None, now: datetime | None = None) -> FleetPlan:
+    now = now or datetime.now(timezone.utc)
+    ref = base or default_base(config.root)
+    old, commit = _load_at(config, ref, now)
+    new = _load(config, now)
+    plan = FleetPlan(ref, commit, new.errors, old.errors)
+    if new.fleet is None:
+        return plan
+    plan.devices = len(new.fleet.devices)
+    old_devices = old.fleet.devices if old.fleet else {}
+    for mac in sorted(new.fleet.devices.keys() - old_devices.keys()):
+        plan.devices_added.append((mac, _label(new.targets.get(mac))))
+    for mac in sorted(old_devices.keys() - new.fleet.devices.keys()):
+        plan.devices_removed.append((mac, _label(old.targets.get(mac))))
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for mac in sorted(new.fleet.devices.keys() & old_devices.keys()):
+        before, after = old.targets.get(mac), new.targets.get(mac)
+        if _label(before) != _label(after):
+            groups[(_label(before), _label(after))].append(mac)
+    for (before, after), macs in sorted(groups.items(), key=lambda item: -len(item[1])):
+        plan.moves.append({"from": before, "to": after, "count": len(macs), "macs": macs,
+                           "downgrade": _is_downgrade(before, after)})
+    old_releases = old.fleet.releases if old.fleet else {}
+    plan.releases_added = sorted(new.fleet.releases.keys() - old_releases.keys())
+    plan.releases_removed = sorted(old_releases.keys() - new.fleet.releases.keys())
+    for name in sorted(new.fleet.releases.keys() & old_releases.keys()):
+        a, b = old.digests.get(name), new.digests.get(name)
+        ra, rb = old_releases[name], new.fleet.releases[name]
+        changes = []
+        if ra.version != rb.version:
+            changes.append(f"version {ra.version} → {rb.version}")
+        if (ra.file_text or ra.url) != (rb.file_text or rb.url):
+            changes.append(f"source {ra.file_text or ra.url} → {rb.file_text or rb.url}")
+        if ra.hardware != rb.hardware:
+            changes.append(f"hardware {list(ra.hardware or ['any'])} → {list(rb.hardware or ['any'])}")
+        checksum_changed = a is not None and b is not None and a.sha256 != b.sha256
+        if checksum_changed:
+            changes.append(f"firmware bytes changed: sha256 {a.sha256[:16]}… → {b.sha256[:16]}…")
+        if changes:
+            plan.releases_changed.append({"name": name, "changes": changes, "checksum_changed": checksum_changed})
+    return plan
+
+
+def _is_downgrade(before: str, after: str) -> bool:
+    try:
+        return parse_version(after.split(" ")[0]) < parse_version(before.split(" ")[0])
+    except ValueError:
+        return False
+
+
+def render_plan(plan: FleetPlan, fmt: str, config: Config) -> str:
+    if fmt == "json":
+        import json
+
+        return json.dumps(plan.to_dict(), indent=2)
+    from otapub.templating import render_template
+
+    return render_template(config, f"plan.{'md' if fmt == 'markdown' else 'txt'}.j2", plan=plan)
