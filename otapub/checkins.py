@@ -102,9 +102,10 @@ def summarize(entries: Iterator[dict[str, Any]]) -> dict[str, Seen]:
         item = seen.get(mac) or seen.setdefault(mac, Seen(mac))
         item.checks += 1
         item.last_check = entry.get("time")
-        if entry.get("decision") == AUTH_FAILED:
-            item.auth_failures += 1
-            item.last_decision = AUTH_FAILED
+        decision = entry.get("decision")
+        if decision in (AUTH_FAILED, BAD_REQUEST):  # what an unauthenticated request claims is not news
+            item.auth_failures += decision == AUTH_FAILED
+            item.last_decision = decision
             continue
         version = entry.get("version")
         if isinstance(version, str):
