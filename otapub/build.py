@@ -26,14 +26,17 @@ from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.firmware import DigestCache, Digests, digest_file, firmware_site_path
 from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write, exclusive_lock, is_temp
+from otapub.inspection import ImageCache, ImageFacts, answer_fields, inspect_releases, release_chips
 from otapub.model import Fleet, Release
-from otapub.targets import resolve_targets
+from otapub.rollout import validity
+from otapub.secure_build import SecureBuild
+from otapub.targets import Rules, Target, compatibility_problems, resolve
 from otapub.tokens import device_token
 
 log = logging.getLogger(__name__)
 
 RECORD = "build.json"
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: image inspection cache and the time span a build is valid for
 
 
 def answer_path(token: str, mac12: str) -> str:
@@ -47,6 +50,7 @@ class BuildResult:
     written: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     hashed: int = 0
+    inspected: int = 0  # firmware images parsed (not answered from the cache)
     noop: bool = False
     seconds: float = 0.0
 
@@ -66,11 +70,18 @@ class Plan:
     firmware: dict[str, Path]  # site path -> source file
     digests: dict[str, Digests]  # release name -> digests
     releases: int  # releases some device is meant to get
+    images: dict[str, ImageFacts] = field(default_factory=dict)  # release name -> inspected image
+    targets: dict[str, Target] = field(default_factory=dict)  # MAC -> target and the rule that gave it
+    # Time-based rollout stages make the site valid for [valid_from, valid_until) only (None: unbounded).
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    # Set when the answers are signed (otapub.secure_build): the highest version issued so far.
+    manifest_version: int | None = None
 
 
 # `otapub check` runs in pull requests, where no secret is available (fork PRs): answers are
 # then rendered in memory under this stand-in, only to validate; nothing is written.
-CHECK_ONLY_SECRET = "otapub-check-without-secret"
+CHECK_ONLY_SECRET = "otapub-check-without-secret"  # noqa: S105 (not a secret)
 
 
 def _secret(config: Config, required: bool = True) -> str:
@@ -120,7 +131,7 @@ def verify_firmware(fleet: Fleet, cache: DigestCache) -> dict[str, Digests]:
 
 
 def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: dict[str, Release | None],
-           require_secret: bool = True) -> Plan:
+           require_secret: bool = True, images: dict[str, ImageFacts] | None = None) -> Plan:
     secret = _secret(config, require_secret)
     base = config.base_url or ""
     default_scheme = config.token_scheme
@@ -141,6 +152,7 @@ def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: d
         }
         if release.hardware is not None:
             fields["release_hardware"] = list(release.hardware)
+        fields.update(answer_fields(release, (images or {}).get(release.name)))
         urls[release.name] = fields
     problems: list[Problem] = []
     dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -153,6 +165,8 @@ def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: d
         answer: dict[str, Any] = {"device_id": device.device_id, "mac": mac, "hardware": device.hardware}
         release = targets.get(mac)
         answer.update(urls[release.name] if release is not None else {"release": None})
+        if release is not None and (release.allow_downgrade or device.allow_downgrade):
+            answer["allow_downgrade"] = True  # the shim then offers it below the reported version too
         answers[path] = dumps(answer).encode("utf-8")
     if problems:
         raise ValidationError(problems)
@@ -178,12 +192,25 @@ class _State:
         self.sequence: int = data.get("sequence", 0)
         self.record: str | None = data.get("record")
         self.inputs: list[str] = data.get("inputs", [])
+        self.images: dict[str, list] = data.get("images", {})
+        self.valid_from: str | None = data.get("valid_from")
+        self.valid_until: str | None = data.get("valid_until")
+
+    def valid_at(self, now: datetime) -> bool:
+        """Is ``now`` inside the span the last build's rollout stages hold for?"""
+        try:
+            start = datetime.fromisoformat(self.valid_from) if self.valid_from else None
+            until = datetime.fromisoformat(self.valid_until) if self.valid_until else None
+        except ValueError:
+            return False
+        return (start is None or start <= now) and (until is None or now < until)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = {"format": STATE_FORMAT, "fingerprint": self.fingerprint, "digests": self.digests,
                 "outputs": self.outputs, "firmware": self.firmware, "sequence": self.sequence,
-                "record": self.record, "inputs": self.inputs}
+                "record": self.record, "inputs": self.inputs, "images": self.images,
+                "valid_from": self.valid_from, "valid_until": self.valid_until}
         atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), mode=0o600)
 
 
@@ -230,28 +257,44 @@ def _scan(site: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def plan_site(config: Config, now: datetime | None = None, cache: DigestCache | None = None,
-              require_secret: bool = True) -> Plan:
-    """Load, validate, verify and render the fleet; write nothing.
+              require_secret: bool = True, images: ImageCache | None = None, fleet: Fleet | None = None) -> Plan:
+    """Load, validate, verify, inspect and render the fleet; write nothing.
 
     Without ``require_secret`` (``otapub check``) a missing secret does not stop validation.
+    ``fleet``: validate this one instead of loading it (an edit checked before it is written).
     """
     now = now or datetime.now(timezone.utc)
-    fleet = load_fleet(config.path("fleet_dir"), config.root)
-    targets = resolve_targets(fleet, now)
-    digests = verify_firmware(fleet, cache or DigestCache())
-    return render(config, fleet, digests, targets, require_secret)
+    fleet = fleet if fleet is not None else load_fleet(config.path("fleet_dir"), config.root)
+    problems: list[Problem] = []
+    try:
+        digests = verify_firmware(fleet, cache or DigestCache())
+    except ValidationError as exc:
+        digests, problems = {}, list(exc.problems)
+    facts, image_problems = inspect_releases(fleet, images or ImageCache(), digests)
+    rules = Rules(fleet, now, release_chips(fleet, facts))
+    problems += image_problems + compatibility_problems(rules)
+    if problems:
+        raise ValidationError(problems)
+    targets = resolve(rules)
+    plan = render(config, fleet, digests, {mac: t.release for mac, t in targets.items()}, require_secret, facts)
+    plan.images, plan.targets = facts, targets
+    plan.valid_from, plan.valid_until = validity(fleet.rollouts.values(), now)
+    return plan
 
 
 def build_site(config: Config, now: datetime | None = None, force: bool = False) -> BuildResult:
     """Build the site; a no-op when no input changed since the last build."""
     started = time.monotonic()
+    now = now or datetime.now(timezone.utc)
     site = config.path("site_dir")
     state_dir = config.path("state_dir")
     if site.is_relative_to(config.path("fleet_dir")) or config.path("fleet_dir").is_relative_to(site):
         raise OtapubError(f"site_dir {site} and fleet_dir must not contain each other")
     _secret(config)
+    secure = SecureBuild(config, now)  # loads the signing key: a bad key fails before anything else
     with exclusive_lock(state_dir / "build.lock"):
         state = _State(state_dir / "state.json")
+        secure.load_state(state_dir, site)
         from otapub.yamlsource import fleet_files
 
         files = fleet_files(config.path("fleet_dir")) if config.path("fleet_dir").is_dir() else []
@@ -259,15 +302,23 @@ def build_site(config: Config, now: datetime | None = None, force: bool = False)
         record_path = site / RECORD
         record_ok = state.record is not None and record_path.is_file() and \
             _hash(record_path.read_bytes()) == state.record
-        if not force and record_ok and fingerprint == state.fingerprint:
+        if not force and record_ok and fingerprint == state.fingerprint and state.valid_at(now) \
+                and not secure.due():
             result = BuildResult(noop=True, devices=json.loads(record_path.read_bytes()).get("devices", 0))
             result.seconds = time.monotonic() - started
             return result
         cache = DigestCache(state.digests)
-        plan = plan_site(config, now, cache)
+        images = ImageCache(state.images)
+        plan = plan_site(config, now, cache, images=images)
+        secure.apply(plan)  # anti-rollback check; signatures, expiry, manifest_version, keys.json
         result = _publish(config, site, plan, state, record_ok and not force)
+        secure.save()
         result.hashed = len(cache.hashed)
+        result.inspected = len(images.inspected)
         state.digests = {k: v for k, v in cache.entries.items() if Path(k).exists()}
+        state.images = {k: v for k, v in images.entries.items() if k in state.digests}
+        state.valid_from, state.valid_until = (t.isoformat() if t else None for t in (plan.valid_from,
+                                                                                    plan.valid_until))
         state.inputs = sorted({str(r.file) for r in plan.fleet.releases.values() if r.file is not None})
         state.fingerprint = _fingerprint(config, files, state.inputs)
         state.save()
@@ -304,7 +355,7 @@ def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state:
         target = site / path
         if old == "" and target.is_file() and target.read_bytes() == data:
             continue
-        parent = path.rsplit("/", 1)[0]
+        parent = path.rpartition("/")[0]  # "" for a top-level file (keys.json)
         if parent not in made_dirs:
             (site / parent).mkdir(parents=True, exist_ok=True)
             made_dirs.add(parent)
@@ -334,6 +385,8 @@ def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state:
                   "changed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "devices": result.devices, "releases": plan.releases,
                   "firmware_files": len(plan.firmware)}
+        if plan.manifest_version is not None:
+            record["manifest_version"] = plan.manifest_version
         data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
         atomic_write(site / RECORD, data)
         result.written.append(RECORD)

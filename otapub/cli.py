@@ -171,7 +171,8 @@ def status(ctx: Context, log_path: Path | None, as_json: bool) -> None:
 @main.command()
 @click.option("--base", metavar="GIT-REF",
               help="Compare with this ref (default: the merge base with origin/main, or HEAD).")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True,
+              help="text for a terminal, markdown for a pull-request comment, json for scripts.")
 @now_option
 @pass_ctx
 @handle_errors
@@ -202,3 +203,301 @@ def watch(ctx: Context, host: str, port: int | None, poll: bool) -> None:
         watcher.run()
     except KeyboardInterrupt:
         watcher.stop()
+
+
+# -- fleet administration (the seed's admin_tools.py verbs) ----------------------------------
+@main.group()
+def device() -> None:
+    """List, show, add, update and delete devices: every change is an edit of the fleet YAML."""
+
+
+def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--release", help="Pin this release by name.")(func)
+    func = click.option("--firmware-file", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Use this firmware (copied into firmware_directory when outside it); "
+                             "its release is reused or created.")(func)
+    func = click.option("--version", "version", help="Firmware version: alone, pins like target_version.")(func)
+    func = click.option("--hardware", help="Board name (the firmware's `hardware`); '' removes it.")(func)
+    return click.option("--device-id", help="The name the firmware calls itself; '' removes it.")(func)
+
+
+def _edit_summary(verb: str, mac: str, result: Any, config: Config) -> str:
+    from otapub.edit import repo_path
+
+    if not result.changed:
+        return f"{mac}: unchanged"
+    files = ", ".join(repo_path(p, config.root) for p in result.written)
+    lines = [f"{verb} {mac} in {files}"]
+    lines += [f"created release {name}" for name in result.releases]
+    lines += [f"copied firmware to {repo_path(p, config.root)}" for p in result.firmware]
+    lines.append("commit the change to publish it (or run `otapub build`)")
+    return "\n".join(lines)
+
+
+@device.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, keyed by MAC.")
+@pass_ctx
+@handle_errors
+def device_list(ctx: Context, as_json: bool) -> None:
+    """All devices: target and what the check-in log last saw."""
+    from otapub.inventory import Views, load
+
+    views = Views(ctx.config, load(ctx.config)).all()
+    if as_json:
+        click.echo(json.dumps(views, indent=2))
+        return
+    if not views:
+        click.echo("no devices in the fleet")
+        return
+    echo_table(("MAC", "DEVICE ID", "HARDWARE", "TARGET", "LAST CHECK", "REPORTED"),
+               [(v["mac_address"], v["device_id"], v["hardware"],
+                 f"{v['target_version']} ({v['release']})" if v["release"] else None,
+                 v["last_check"], v["last_version"]) for v in views.values()])
+
+
+@device.command("get")
+@click.argument("mac")
+@click.option("--show-token", is_flag=True, help="Also print the X-Device-Auth token (needs the secret).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+@handle_errors
+def device_get(ctx: Context, mac: str, show_token: bool, as_json: bool) -> None:
+    """Everything known about one device."""
+    from otapub.edit import DeviceNotFound, parse_mac
+    from otapub.inventory import Views, device_token, load
+
+    mac = parse_mac(mac)
+    fleet = load(ctx.config)
+    if mac not in fleet.devices:
+        raise DeviceNotFound(f"no device {mac} in the fleet")
+    view = Views(ctx.config, fleet).view(fleet.devices[mac])
+    if show_token:
+        view["token"] = device_token(ctx.config, fleet.devices[mac])
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    width = max(len(k) for k in view)
+    for key, value in view.items():
+        click.echo(f"{key + ':':<{width + 1}} {'-' if value is None else value}")
+
+
+def _keep(value: str | None) -> Any:
+    from otapub.edit import KEEP
+
+    return KEEP if value is None else (value or None)
+
+
+@device.command("add")
+@click.argument("mac")
+@_target_options
+@pass_ctx
+@handle_errors
+def device_add(ctx: Context, mac: str, device_id: str | None, hardware: str | None, version: str | None,
+               firmware_file: Path | None, release: str | None) -> None:
+    """Add a device to default_device_file."""
+    from otapub.edit import Target, add_device, parse_mac
+
+    target = Target(release=release, version=version, firmware_file=firmware_file)
+    result = add_device(ctx.config, mac, device_id=device_id or None, hardware=hardware or None, target=target)
+    click.echo(_edit_summary("added", parse_mac(mac), result, ctx.config))
+
+
+@device.command("update")
+@click.argument("mac")
+@_target_options
+@pass_ctx
+@handle_errors
+def device_update(ctx: Context, mac: str, device_id: str | None, hardware: str | None, version: str | None,
+                  firmware_file: Path | None, release: str | None) -> None:
+    """Change a device in the file that declares it; options not given stay as they are."""
+    from otapub.edit import Target, parse_mac, update_device
+
+    target = Target(release=release, version=version, firmware_file=firmware_file)
+    result = update_device(ctx.config, mac, device_id=_keep(device_id), hardware=_keep(hardware), target=target)
+    click.echo(_edit_summary("updated", parse_mac(mac), result, ctx.config))
+
+
+@device.command("delete")
+@click.argument("mac")
+@pass_ctx
+@handle_errors
+def device_delete(ctx: Context, mac: str) -> None:
+    """Remove a device's entry from the fleet YAML."""
+    from otapub.edit import delete_device, parse_mac
+
+    result = delete_device(ctx.config, mac)
+    click.echo(_edit_summary("deleted", parse_mac(mac), result, ctx.config))
+
+
+# -- safe releases: firmware inspection and target explanation -------------------------------
+@main.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (also for an invalid image, with its error).")
+@handle_errors
+def inspect_command(file: Path, as_json: bool) -> None:
+    """Check that FILE is an ESP32 app image; print its chip, version, project and segments."""
+    from otapub.inspection import describe, inspect_report
+
+    info, report = inspect_report(file)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif info is not None:
+        click.echo(f"{file}: ESP32-family application image")
+        click.echo("\n".join(describe(info)))
+    if info is None:
+        if not as_json:
+            click.echo(f"error: {file} is not an ESP32 application image: {report['error']}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("mac")
+@now_option
+@pass_ctx
+@handle_errors
+def explain(ctx: Context, mac: str, now: str | None) -> None:
+    """Say which rule gives device MAC its target (pin, rollout, channel), and why others do not."""
+    from otapub.devices import explain_device
+
+    click.echo("\n".join(explain_device(ctx.config, mac, parse_now(now)).lines()))
+
+
+@main.command("import-seed")
+@click.argument("devices_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "seed_config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The seed server's config.json (non-secret settings carry over into otapub's).")
+@click.option("--firmware-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The seed's firmware folder (default: its firmware_directory, else ./firmware beside the JSON).")
+@click.option("--token-scheme", default="djb2-0", show_default=True,
+              help="Token scheme the imported devices use (the seed's server checked djb2-0).")
+@click.option("--skip-missing", is_flag=True,
+              help="Import devices whose firmware is not found without a release, instead of failing.")
+@pass_ctx
+@handle_errors
+def import_seed(ctx: Context, devices_json: Path, seed_config: Path | None, firmware_dir: Path | None,
+                token_scheme: str, skip_missing: bool) -> None:
+    """Convert a seed server's devices.json (and config.json) into fleet YAML."""
+    from otapub.edit import repo_path
+    from otapub.seedimport import import_seed as run
+
+    config = ctx.config
+    report = run(config, devices_json, seed_config, firmware_dir, skip_missing=skip_missing,
+                 token_scheme=token_scheme)
+    result = report.result
+    click.echo(f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged")
+    if result is not None:
+        for name in result.releases:
+            click.echo(f"created release {name}")
+        for path in result.firmware:
+            click.echo(f"copied firmware to {repo_path(path, config.root)}")
+        for path in result.written:
+            click.echo(f"wrote {repo_path(path, config.root)}")
+    for name, value in report.config_changes.items():
+        click.echo(f"config: {name} = {json.dumps(value)} ({report.config_file})")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if report.runtime:
+        click.echo("runtime state, not imported (the shim's check-in log records it from now on):")
+        echo_table(("MAC", "LAST CHECK", "LAST UPDATE"),
+                   [(mac, r.get("last_check"), r.get("last_update")) for mac, r in sorted(report.runtime.items())])
+    if not report.changed:
+        click.echo("nothing to change: the fleet already holds this data")
+
+
+# -- security: per-device keys, signed answers, audit (docs/security.md) ----------------------
+@main.command()
+@click.argument("mac")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "nvs-csv"]), default="text", show_default=True,
+              help="text for a person, json for a provisioning script, nvs-csv for nvs_partition_gen.py.")
+@pass_ctx
+@handle_errors
+def provision(ctx: Context, mac: str, fmt: str) -> None:
+    """Print device MAC's own hmac-sha256 key (to flash into NVS) and its token. The key is a secret."""
+    from otapub.provision import provision as make
+
+    found = make(ctx.config, mac)
+    if fmt == "json":
+        click.echo(json.dumps(found.to_dict(), indent=2))
+    elif fmt == "nvs-csv":
+        click.echo(found.nvs_csv(), nl=False)
+    else:
+        click.echo(f"device:     {found.mac}\nscheme:     {found.scheme}\n"
+                   f"device key: {found.device_key}\ntoken:      {found.token}\n\n"
+                   "NVS partition CSV (nvs_partition_gen.py; Arduino: Preferences \"otapub\", getBytes "
+                   "\"device_key\"):\n" + found.nvs_csv() + "\n" + found.next_step())
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the private key to this new file (mode 0600, outside the repository and the site); "
+                   "without it, the private key goes to standard output only.")
+@pass_ctx
+@handle_errors
+def keygen(ctx: Context, out: Path | None) -> None:
+    """Create an Ed25519 key for signing answers; print its key id and public key."""
+    from otapub.signing import generate_key, write_key_file
+
+    private_b64, key = generate_key()
+    public = f"keyid:      {key.keyid}\npublic key: {key.public_raw.hex()}"
+    if out is None:
+        click.echo(private_b64)  # for a pipe into a secret store: OTA_SERVER_SIGNING_KEY
+        click.echo(public, err=True)
+        return
+    write_key_file(out, private_b64, ctx.config)
+    click.echo(f"wrote the private key to {out} (mode 0600): keep it out of the repository and the site\n{public}\n"
+               f"use it with `signing_key_file: {out}` in config.json, or OTA_SERVER_SIGNING_KEY=\"$(cat {out})\"")
+
+
+@main.command()
+@click.argument("answer", type=click.File("rb"))
+@click.option("--keys", "keys_file", type=click.File("rb"), help="Trusted keys: a keys.json (as the site publishes).")
+@click.option("--public-key", "public_keys", multiple=True,
+              help="A trusted public key: 64 hex digits or base64 (repeatable).")
+@click.option("--mac", help="The device the answer must be for.")
+@click.option("--min-version", type=click.IntRange(0), help="Reject a manifest_version below this (the highest "
+                                                             "the device has seen).")
+@click.option("--min-secure-version", type=click.IntRange(0),
+              help="Reject a release whose secure_version is below this (the device's eFuse counter).")
+@now_option
+@handle_errors
+def verify(answer: Any, keys_file: Any, public_keys: tuple[str, ...], mac: str | None, min_version: int | None,
+           min_secure_version: int | None, now: str | None) -> None:
+    """Check a signed ANSWER file as a device does: signature, MAC, expiry and version ('-': stdin)."""
+    from otapub.identity import normalize_mac
+    from otapub.signing import SigningError, key_id, load_keys_document, parse_public_key, verify_answer
+
+    keys: dict[str, bytes] = {}
+    if keys_file is not None:
+        keys.update(load_keys_document(keys_file.read(), keys_file.name))
+    for index, text in enumerate(public_keys):
+        raw = parse_public_key(text, f"--public-key #{index + 1}")
+        keys[key_id(raw)] = raw
+    if not keys:
+        raise SigningError("give the trusted keys: --keys keys.json or --public-key KEY")
+    try:
+        device = normalize_mac(mac) if mac is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mac") from None
+    found = verify_answer(answer.read(), keys, parse_now(now), device, min_version, min_secure_version)
+    content = found.content
+    release = content.get("release")
+    what = f"release {release} (firmware {content.get('firmware_version')})" if release else "no release"
+    click.echo(f"ok: answer for {content.get('mac')}: {what}; manifest_version {found.manifest_version}, "
+               f"expires {content.get('expires')}, signed by key {found.keyid}")
+
+
+@main.command("audit")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for a person, json for CI.")
+@click.option("--strict", is_flag=True, help="Exit non-zero on warnings too, not only on errors.")
+@now_option
+@pass_ctx
+@handle_errors
+def audit_command(ctx: Context, fmt: str, strict: bool, now: str | None) -> None:
+    """List the fleet's security posture: tokens, secrets, HTTPS, signing, keys, anti-rollback, checksums."""
+    from otapub.audit import audit
+
+    report = audit(ctx.config, parse_now(now))
+    click.echo(report.to_json() if fmt == "json" else report.to_text(), nl=False)
+    if report.failed(strict):
+        sys.exit(1)

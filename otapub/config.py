@@ -55,6 +55,16 @@ FIELDS: tuple[Field, ...] = (
     Field("default_device_file", "path", "fleet/devices.yaml", "where `otapub device add` puts new devices"),
     Field("admin_git_commit", "bool", False, "commit each admin API change to git"),
     Field("firmware_grace_seconds", "int", 3600, "keep unreferenced firmware this long (and one build)"),
+    # Signed answers (docs/security.md). The private key never lives in the repository or the site.
+    Field("signing_key", "str", None, "Ed25519 answer-signing key, base64 of its 32-byte seed (or PEM); "
+          "set OTA_SERVER_SIGNING_KEY", secret=True),
+    Field("signing_key_file", "path", None, "file holding the Ed25519 signing key (outside the repository)"),
+    Field("signing_key_expires", "str", None, "UTC date after which the signing key must be replaced"),
+    Field("previous_public_keys", "str", None, "public keys still trusted during a rotation "
+          "(hex or base64, comma-separated); published in keys.json"),
+    Field("answer_lifetime_days", "int", 7, "signed answers expire after this many days (re-signed at half)"),
+    Field("previous_site_url", "url", None, "where the live site is, for a build without state (fresh CI): "
+          "previous targets (anti-rollback) and manifest_version are read from its answers"),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 _TRUE = {"1", "true", "yes", "on"}

@@ -1,11 +1,15 @@
-"""Questions about single devices: their tokens."""
+"""Questions about single devices: their tokens, and which rule gives them their target."""
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.fleet import load_fleet
 from otapub.identity import mac12, normalize_mac
+from otapub.inspection import ImageCache, inspect_releases, release_chips
+from otapub.targets import Explanation, explain
 from otapub.tokens import get_scheme
 
 
@@ -25,3 +29,20 @@ def token_for(config: Config, mac: str, scheme: str | None = None, canonical: bo
     if not config.shared_secret_key:
         raise OtapubError("shared_secret_key is not set (OTA_SERVER_SHARED_SECRET_KEY)")
     return (chosen.compute if canonical else chosen.wire)(digits, config.shared_secret_key)
+
+
+def explain_device(config: Config, mac: str, now: datetime | None = None) -> Explanation:
+    """Which rule gives device ``mac`` its target at ``now``, and why the others do not.
+
+    Images are inspected only to learn the chip of releases that do not declare one; whether
+    the firmware passes its checks is `otapub check`'s business.
+    """
+    try:
+        key = normalize_mac(mac)
+    except ValueError as exc:
+        raise OtapubError(str(exc)) from None
+    fleet = load_fleet(config.path("fleet_dir"), config.root)
+    if key not in fleet.devices:
+        raise OtapubError(f"{key} is not a device of the fleet (fleet_dir {config.path('fleet_dir')})")
+    facts, _problems = inspect_releases(fleet, ImageCache())
+    return explain(fleet, key, now or datetime.now(timezone.utc), release_chips(fleet, facts))

@@ -7,21 +7,30 @@ over many files, but a release name or a MAC may be declared only once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from otapub.errors import Problem, ValidationError
 from otapub.identity import mac12 as to_mac12
-from otapub.model import Device, Fleet, Release
+from otapub.image import CHIPS
+from otapub.model import DEFAULT_CHANNEL, Channel, Device, Fleet, Group, Release, Rollout, Stage
+from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
-from otapub.yamlsource import Map, Pos, YAMLProblem, fleet_files, load_yaml
+from otapub.yamlsource import Map, Pos, Seq, YAMLProblem, fleet_files, load_yaml
 
-TOP_LEVEL = ("releases", "devices")
-RESERVED = ("groups", "channels", "rollouts")
-RELEASE_KEYS = ("version", "file", "url", "md5", "sha256", "size", "hardware")
-DEVICE_KEYS = ("device_id", "hardware", "release", "target_version", "token_scheme")
+TOP_LEVEL = ("releases", "devices", "groups", "channels", "rollouts")
+RESERVED: tuple[str, ...] = ()
+RELEASE_KEYS = ("version", "file", "url", "md5", "sha256", "size", "hardware", "chip", "version_source",
+                "allow_downgrade", "secure_version", "allow_secure_version_rollback")
+DEVICE_KEYS = ("device_id", "hardware", "release", "target_version", "token_scheme", "channel", "chip",
+               "allow_downgrade", "allow_secure_version_rollback")
+GROUP_KEYS = ("members", *SELECTOR_FIELDS)
+ROLLOUT_KEYS = ("release", "to", "stages", "paused", "priority")
+STAGE_KEYS = ("percent", "not_before")
+VERSION_SOURCES = ("image", "declared")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -120,7 +129,50 @@ def _parse_release(name: str, entry: Any, pos: Pos, root: Path, out: _Collector)
             release.size = size
     if "hardware" in entry:
         release.hardware = _hardware_list(entry["hardware"], entry.where("hardware"), f"{field}.hardware", out)
+    if "chip" in entry:
+        release.chip = _chip(entry["chip"], entry.where("chip"), f"{field}.chip", out)
+    if "version_source" in entry:
+        source = entry["version_source"]
+        if source not in VERSION_SOURCES:
+            out.add(entry.where("version_source"), f"{field}.version_source",
+                    f"expected one of {', '.join(VERSION_SOURCES)}, found {source!r}")
+        else:
+            release.version_source = source
+    if "allow_downgrade" in entry:
+        release.allow_downgrade = _flag(entry["allow_downgrade"], entry.where("allow_downgrade"),
+                                        f"{field}.allow_downgrade", out)
+    if "secure_version" in entry:
+        value = entry["secure_version"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+            out.add(entry.where("secure_version"), f"{field}.secure_version",
+                    f"expected a whole number 0..4294967295 (esp_app_desc_t.secure_version), found {value!r}")
+        else:
+            release.secure_version = value
+    if "allow_secure_version_rollback" in entry:
+        release.allow_secure_version_rollback = _flag(entry["allow_secure_version_rollback"],
+                                                      entry.where("allow_secure_version_rollback"),
+                                                      f"{field}.allow_secure_version_rollback", out)
     return release
+
+
+def chip_name(text: str) -> str:
+    """esptool's chip name for "ESP32-C6", "esp32_c6", "esp32c6" ..."""
+    return re.sub(r"[-_ ]", "", text.strip().lower())
+
+
+def _chip(value: Any, pos: Pos, field: str, out: _Collector) -> str | None:
+    name = chip_name(value) if isinstance(value, str) else None
+    if name not in CHIPS:
+        out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(CHIPS)})")
+        return None
+    return name
+
+
+def _flag(value: Any, pos: Pos, field: str, out: _Collector) -> bool:
+    if not isinstance(value, bool):
+        out.add(pos, field, f"expected true or false, found {value!r}")
+        return False
+    return value
 
 
 def _hardware_list(value: Any, pos: Pos, field: str, out: _Collector) -> tuple[str, ...] | None:
@@ -180,6 +232,18 @@ def _parse_device(key: Any, entry: Any, pos: Pos, out: _Collector) -> Device | N
                     f"unknown token scheme {scheme!r} (known: {', '.join(sorted(SCHEMES))})")
         else:
             device.token_scheme = scheme
+    if "channel" in entry:
+        device.channel = _text(entry["channel"], entry.where("channel"), f"{field}.channel", out, _NAME,
+                               "a channel name")
+    if "chip" in entry:
+        device.chip = _chip(entry["chip"], entry.where("chip"), f"{field}.chip", out)
+    if "allow_downgrade" in entry:
+        device.allow_downgrade = _flag(entry["allow_downgrade"], entry.where("allow_downgrade"),
+                                       f"{field}.allow_downgrade", out)
+    if "allow_secure_version_rollback" in entry:
+        device.allow_secure_version_rollback = _flag(entry["allow_secure_version_rollback"],
+                                                     entry.where("allow_secure_version_rollback"),
+                                                     f"{field}.allow_secure_version_rollback", out)
     return device
 
 
@@ -193,17 +257,285 @@ def _section(doc: Map, key: str, out: _Collector) -> Map | None:
     return value
 
 
+def _strings(value: Any, pos: Pos, field: str, out: _Collector, expected: str) -> tuple[str, ...] | None:
+    """A string or a non-empty list of non-empty strings."""
+    if isinstance(value, str) and value.strip():
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return tuple(value)
+    out.add(pos, field, f"expected {expected}, found {value!r}")
+    return None
+
+
+def _is_pattern(text: str) -> bool:
+    return bool(set(text) & set("*?["))
+
+
+def _parse_group(name: str, entry: Any, pos: Pos, out: _Collector) -> Group | None:
+    field = f"groups.{name}"
+    group = Group(name=name, pos=pos)
+    members: Any = None
+    if isinstance(entry, Seq):
+        members = entry
+    elif isinstance(entry, Map):
+        _check_keys(entry, GROUP_KEYS, f"group {name!r}", out)
+        group.field_pos = dict(entry.value_pos)
+        for key in SELECTOR_FIELDS:
+            if key not in entry:
+                continue
+            patterns = _strings(entry[key], entry.where(key), f"{field}.{key}", out,
+                                f"a {key} or a list of them (shell-style * and ? allowed)")
+            if patterns and key == "chip":
+                patterns = tuple(p if _is_pattern(p) else _chip(p, entry.where(key), f"{field}.chip", out) or p
+                                 for p in patterns)
+            if patterns:
+                group.selector[key] = patterns
+        members = entry.get("members")
+        if "members" in entry and not isinstance(members, Seq):
+            out.add(entry.where("members"), f"{field}.members", f"expected a list of MAC addresses, found {members!r}")
+            members = None
+    else:
+        out.add(pos, field, "expected a list of MAC addresses, or a mapping with `members:` and/or a selector "
+                            f"({', '.join(SELECTOR_FIELDS)})")
+        return None
+    macs: list[str] = []
+    for index, item in enumerate(members or []):
+        where = members.item_pos[index]
+        try:
+            digits = to_mac12(item if isinstance(item, str) else str(item))
+        except ValueError as exc:
+            out.add(where, f"{field}.members", str(exc))
+            continue
+        mac = ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+        if mac not in macs:
+            macs.append(mac)
+            group.field_pos[f"members:{mac}"] = where
+    group.members = tuple(macs)
+    if not members and not group.selector:
+        out.add(pos, field, "a group needs `members:` and/or a selector "
+                            f"({', '.join(SELECTOR_FIELDS)}); to reach every device, a rollout says `to: all`")
+    return group
+
+
+def _parse_channel(name: str, entry: Any, pos: Pos, out: _Collector) -> Channel | None:
+    names = _strings(entry, pos, f"channels.{name}", out,
+                     "a release name, or a list of release names (one per board or chip)")
+    return Channel(name=name, releases=names, pos=pos) if names else None
+
+
+def _moment(value: Any, pos: Pos, field: str, out: _Collector) -> datetime | None:
+    """A point in time; a time without an offset is UTC."""
+    moment: datetime | None = None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+    if moment is None:
+        out.add(pos, field, f"expected a UTC time such as 2026-12-01T09:00:00Z, found {value!r}")
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_stages(value: Any, pos: Pos, field: str, out: _Collector) -> tuple[Stage, ...]:
+    if not isinstance(value, Seq) or not value:
+        out.add(pos, field, f"expected a list of stages such as `- {{percent: 5}}`, found {value!r}")
+        return ()
+    stages: list[Stage] = []
+    previous: Stage | None = None
+    for index, item in enumerate(value):
+        name = f"{field}[{index}]"
+        if not isinstance(item, Map):
+            out.add(value.item_pos[index], name,
+                    f"expected a mapping with `percent:` and optional `not_before:`, found {item!r}")
+            continue
+        _check_keys(item, STAGE_KEYS, f"stage {index + 1}", out)
+        if "percent" not in item:
+            out.add(item.pos, f"{name}.percent", "missing required field")
+            continue
+        percent = item["percent"]
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
+            out.add(item.where("percent"), f"{name}.percent",
+                    f"expected a whole percentage 1..100 (cohorts are 1% buckets), found {percent!r}")
+            continue
+        moment = None
+        if "not_before" in item:
+            moment = _moment(item["not_before"], item.where("not_before"), f"{name}.not_before", out)
+        if previous is not None:
+            if percent <= previous.percent:
+                out.add(item.where("percent"), f"{name}.percent",
+                        f"percentages must increase (they are cumulative): {percent} after {previous.percent}")
+            if "not_before" not in item:
+                out.add(item.pos, f"{name}.not_before",
+                        f"stage {index + 1} has no start time, so it would open together with stage {index}: "
+                        "give it `not_before:` (UTC)")
+            elif moment is not None and previous.not_before is not None and moment <= previous.not_before:
+                out.add(item.where("not_before"), f"{name}.not_before",
+                        f"stage times must increase: {_when(moment)} is not after {_when(previous.not_before)}")
+        stage = Stage(percent=percent, not_before=moment, pos=item.pos)
+        stages.append(stage)
+        previous = stage
+    return tuple(stages)
+
+
+def _parse_rollout(name: str, entry: Any, pos: Pos, out: _Collector) -> Rollout | None:
+    field = f"rollouts.{name}"
+    if not isinstance(entry, Map):
+        out.add(pos, field, "expected a mapping with `release:`, `to:` and optional `stages:`")
+        return None
+    _check_keys(entry, ROLLOUT_KEYS, f"rollout {name!r}", out)
+    rollout = Rollout(name=name, release="", pos=pos, field_pos=dict(entry.value_pos))
+    if "release" not in entry:
+        out.add(entry.pos, f"{field}.release", "missing required field")
+    else:
+        rollout.release = _text(entry["release"], entry.where("release"), f"{field}.release", out,
+                                expected="a release name") or ""
+    to = entry.get("to")
+    if "to" not in entry:
+        out.add(entry.pos, f"{field}.to", "missing required field: `all`, or `{groups: [...]}` and/or "
+                                          "`{channels: [...]}`")
+    elif to == "all":
+        rollout.to_all = True
+    elif isinstance(to, Map) and to and all(k in ("groups", "channels") for k in to):
+        for key in ("groups", "channels"):
+            if key in to:
+                names = _strings(to[key], to.where(key), f"{field}.to.{key}", out, f"a list of {key}")
+                setattr(rollout, key, names or ())
+                rollout.field_pos[f"to.{key}"] = to.where(key)
+    else:
+        out.add(entry.where("to"), f"{field}.to",
+                f"expected `all`, or a mapping with `groups:` and/or `channels:`, found {to!r}")
+    if "stages" in entry:
+        rollout.stages = _parse_stages(entry["stages"], entry.where("stages"), f"{field}.stages", out)
+    else:
+        rollout.stages = (Stage(percent=100, not_before=None, pos=entry.pos),)
+    if "paused" in entry:
+        rollout.paused = _flag(entry["paused"], entry.where("paused"), f"{field}.paused", out)
+    if "priority" in entry:
+        priority = entry["priority"]
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            out.add(entry.where("priority"), f"{field}.priority", f"expected a whole number, found {priority!r}")
+        else:
+            rollout.priority = priority
+    return rollout
+
+
+_RULE_SECTIONS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "groups": ("group", _parse_group),
+    "channels": ("channel", _parse_channel),
+    "rollouts": ("rollout", _parse_rollout),
+}
+
+
+def _parse_rules(doc: Map, fleet: Fleet, out: _Collector) -> None:
+    """Merge a document's groups, channels and rollouts into the fleet (names unique across files)."""
+    for key, (what, parse) in _RULE_SECTIONS.items():
+        section = _section(doc, key, out) if key in doc else None
+        store: dict[str, Any] = getattr(fleet, key)
+        for name, entry in (section or {}).items():
+            pos = section.key_pos[name]
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                out.add(pos, key, f"{what} name {name!r}: use letters, digits, '.', '_', '+', '-'")
+                continue
+            if name in store:
+                first = store[name].pos
+                out.add(pos, f"{key}.{name}", f"duplicate {what} name (first declared at {first.file}:{first.line})")
+                continue
+            # A channel is one value: problems with it point at that value.
+            parsed = parse(name, entry, section.where(name) if key == "channels" else pos, out)
+            if parsed is not None:
+                store[name] = parsed
+
+
+def _check_rules(fleet: Fleet, out: _Collector) -> None:
+    """References between rules, and rollouts that would compete for a device."""
+    channels = dict.fromkeys([*fleet.channels, DEFAULT_CHANNEL])
+    for group in fleet.groups.values():
+        for mac in group.members:
+            if mac not in fleet.devices:
+                out.add(group.where(f"members:{mac}"), f"groups.{group.name}.members",
+                        f"unknown device {mac} (not declared under `devices:`)")
+        for name in group.selector.get("channel", ()):
+            if not _is_pattern(name) and name not in channels:
+                out.add(group.where("channel"), f"groups.{group.name}.channel",
+                        f"unknown channel {name!r}" + _suggest(name, channels))
+    for channel in fleet.channels.values():
+        for name in channel.releases:
+            if name not in fleet.releases:
+                out.add(channel.pos, f"channels.{channel.name}",
+                        f"unknown release {name!r}" + _suggest(name, fleet.releases))
+    for device in fleet.devices.values():
+        if device.channel is not None and device.channel not in channels:
+            out.add(device.where("channel"), f"devices.{device.mac}.channel",
+                    f"unknown channel {device.channel!r}" + _suggest(device.channel, channels))
+    live: list[Rollout] = []
+    for rollout in fleet.rollouts.values():
+        field = f"rollouts.{rollout.name}"
+        ok = bool(rollout.release) and bool(rollout.stages)
+        if rollout.release and rollout.release not in fleet.releases:
+            out.add(rollout.where("release"), f"{field}.release",
+                    f"unknown release {rollout.release!r}" + _suggest(rollout.release, fleet.releases))
+            ok = False
+        for key, known in (("groups", fleet.groups), ("channels", channels)):
+            for name in getattr(rollout, key):
+                if name not in known:
+                    out.add(rollout.where(f"to.{key}"), f"{field}.to.{key}",
+                            f"unknown {key[:-1]} {name!r}" + _suggest(name, known))
+                    ok = False
+        if ok and not rollout.paused:
+            live.append(rollout)
+    _check_overlaps(fleet, live, out)
+
+
+def _or_everyone(scope: frozenset[str] | None, everyone: frozenset[str]) -> frozenset[str]:
+    return everyone if scope is None else scope
+
+
+def _check_overlaps(fleet: Fleet, rollouts: list[Rollout], out: _Collector) -> None:
+    """Two rollouts may share a device only when precedence (priority, then version) orders them.
+
+    Checked for every rollout that is not paused, whether or not its first stage has opened:
+    a scheduled build must never start failing on its own.
+    """
+    if len(rollouts) < 2:
+        return
+    members = group_members(fleet)
+    everyone = frozenset(fleet.devices)
+    scopes = {r.name: _or_everyone(audience(r, fleet, members), everyone) for r in rollouts}
+    for index, later in enumerate(rollouts):
+        for earlier in rollouts[:index]:
+            if rank(later, fleet) != rank(earlier, fleet):
+                continue
+            shared = scopes[later.name] & scopes[earlier.name]
+            if not shared:
+                continue
+            version = fleet.releases[later.release].version
+            out.add(later.pos, f"rollouts.{later.name}",
+                    f"{len(shared)} device(s) (e.g. {min(shared)}) are also covered by rollout {earlier.name!r} "
+                    f"({earlier.pos.file}:{earlier.pos.line}) with the same priority ({later.priority}) and "
+                    f"release version ({version}): give them different `priority:` values, or disjoint audiences")
+
+
 def parse_documents(docs: Iterable[tuple[Path, Any]], root: Path, out: _Collector) -> Fleet:
     """Merge parsed YAML documents into a Fleet, collecting problems into ``out``."""
     releases: dict[str, Release] = {}
     devices: dict[str, Device] = {}
     files: list[Path] = []
+    rules = Fleet(releases=releases, devices=devices, files=files)  # collects groups, channels, rollouts
     for path, doc in docs:
         files.append(path)
         if doc is None:
             continue
         if not isinstance(doc, Map):
-            out.add(Pos(_rel(path, root), 1, 1), "", "expected a mapping with `releases:` and/or `devices:`")
+            out.add(Pos(_rel(path, root), 1, 1), "", f"expected a mapping with some of {', '.join(TOP_LEVEL)}")
             continue
         for key in doc:
             if key in RESERVED:
@@ -236,8 +568,11 @@ def parse_documents(docs: Iterable[tuple[Path, Any]], root: Path, out: _Collecto
                         f"duplicate device (same MAC as {first.file}:{first.line}:{first.column})")
                 continue
             devices[device.mac] = device
-    fleet = Fleet(releases=releases, devices=devices, files=files)
+        _parse_rules(doc, rules, out)
+    fleet = Fleet(releases=releases, devices=devices, files=files, groups=rules.groups, channels=rules.channels,
+                  rollouts=rules.rollouts)
     _resolve_pins(fleet, out)
+    _check_rules(fleet, out)
     return fleet
 
 
@@ -282,13 +617,14 @@ def _suggest(name: str, known: dict[str, Any]) -> str:
 
 
 def load_fleet(fleet_dir: Path, root: Path,
-               read: Callable[[Path], Any] | None = None) -> Fleet:
-    """Read every YAML file under fleet_dir; raise ValidationError listing all problems."""
+               read: Callable[[Path, str], Any] | None = None, extra: Iterable[Path] = ()) -> Fleet:
+    """Read every YAML file under fleet_dir (and ``extra`` ones); raise ValidationError listing all problems."""
     out = _Collector()
-    if not fleet_dir.is_dir():
+    extra = set(extra)
+    if not fleet_dir.is_dir() and not extra:
         raise ValidationError([Problem(str(fleet_dir), None, None, "fleet_dir", "fleet folder not found")])
     docs: list[tuple[Path, Any]] = []
-    for path in fleet_files(fleet_dir):
+    for path in sorted({*(fleet_files(fleet_dir) if fleet_dir.is_dir() else ()), *extra}):
         try:
             docs.append((path, (read or _read)(path, _rel(path, root))))
         except YAMLProblem as exc:
@@ -297,6 +633,17 @@ def load_fleet(fleet_dir: Path, root: Path,
     if out.problems:
         raise ValidationError(out.problems)
     return fleet
+
+
+def load_fleet_texts(fleet_dir: Path, root: Path, texts: Mapping[Path, str]) -> Fleet:
+    """Like load_fleet, with some files' contents given in memory (files that need not exist yet).
+
+    ``otapub device`` validates an edit this way before it writes anything.
+    """
+    def read(path: Path, name: str) -> Any:
+        return load_yaml(texts[path], name) if path in texts else _read(path, name)
+
+    return load_fleet(fleet_dir, root, read, extra=texts)
 
 
 def _read(path: Path, name: str) -> Any:

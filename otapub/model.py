@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from otapub.yamlsource import Pos
@@ -20,6 +21,11 @@ class Release:
     sha256: str | None = None
     size: int | None = None
     hardware: tuple[str, ...] | None = None  # None: any board
+    chip: str | None = None  # declared, esptool's name (esp32c6); checked against the image
+    version_source: str = "image"  # "image": the app descriptor must carry `version`; "declared"
+    allow_downgrade: bool = False  # may be offered to devices that report a newer version
+    secure_version: int | None = None  # declared anti-rollback counter; checked against the image
+    allow_secure_version_rollback: bool = False  # may replace a target with a higher secure_version
     field_pos: dict[str, Pos] = field(default_factory=dict)
 
     def where(self, name: str) -> Pos:
@@ -39,6 +45,62 @@ class Device:
     release: str | None = None  # pinned release name (resolved from target_version if needed)
     target_version: str | None = None  # seed-style pin, as written
     token_scheme: str | None = None  # None: the config's default
+    channel: str | None = None  # None: the default channel (stable)
+    chip: str | None = None  # declared; its target release must be for this chip
+    allow_downgrade: bool = False  # may be offered a release older than it reports
+    allow_secure_version_rollback: bool = False  # its target may move to a lower secure_version
+    field_pos: dict[str, Pos] = field(default_factory=dict)
+
+    def where(self, name: str) -> Pos:
+        return self.field_pos.get(name, self.pos)
+
+
+DEFAULT_CHANNEL = "stable"
+
+
+@dataclass
+class Group:
+    """A named set of devices: explicit members and/or a selector on device fields."""
+
+    name: str
+    pos: Pos
+    members: tuple[str, ...] = ()  # normalised MACs
+    selector: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> patterns (any of)
+    field_pos: dict[str, Pos] = field(default_factory=dict)
+
+    def where(self, name: str) -> Pos:
+        return self.field_pos.get(name, self.pos)
+
+
+@dataclass
+class Channel:
+    """A named release track; a device is on one channel. Several releases: one per board/chip."""
+
+    name: str
+    releases: tuple[str, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Stage:
+    percent: int  # cumulative share of the audience, 1-100
+    not_before: datetime | None  # UTC; None: no earlier than the previous stage
+    pos: Pos
+
+
+@dataclass
+class Rollout:
+    """Which release a share of an audience gets, in stages that open at given times."""
+
+    name: str
+    release: str
+    pos: Pos
+    to_all: bool = False
+    groups: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    stages: tuple[Stage, ...] = ()
+    paused: bool = False
+    priority: int = 0
     field_pos: dict[str, Pos] = field(default_factory=dict)
 
     def where(self, name: str) -> Pos:
@@ -50,3 +112,6 @@ class Fleet:
     releases: dict[str, Release]
     devices: dict[str, Device]  # by normalised MAC
     files: list[Path]
+    groups: dict[str, Group] = field(default_factory=dict)
+    channels: dict[str, Channel] = field(default_factory=dict)
+    rollouts: dict[str, Rollout] = field(default_factory=dict)

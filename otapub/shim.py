@@ -44,6 +44,7 @@ _STATUS = {200: "200 OK", 206: "206 Partial Content", 304: "304 Not Modified", 4
            401: "401 Unauthorized", 404: "404 Not Found", 405: "405 Method Not Allowed",
            416: "416 Range Not Satisfiable", 500: "500 Internal Server Error"}
 _REQUIRED = ("device_id", "hardware", "version", "mac")
+_SIGNED_MARK = b',"signature":'  # a signed answer (otapub.signing); the shim holds no key to check it
 
 
 class Shim:
@@ -75,8 +76,8 @@ class Shim:
                 return _json(start_response, 404, {"error": "Not found"})
             return self.admin_app(environ, start_response)
         if method not in ("GET", "HEAD"):
-            known = path in ("/api/firmware", "/status") or _FIRMWARE.fullmatch(path) or _ANSWER.fullmatch(path) \
-                or _SEED_FIRMWARE.fullmatch(path)
+            known = path in ("/api/firmware", "/status", "/keys.json") or _FIRMWARE.fullmatch(path) \
+                or _ANSWER.fullmatch(path) or _SEED_FIRMWARE.fullmatch(path)
             if known:
                 return _json(start_response, 405, {"error": "Method not allowed"}, [("Allow", "GET, HEAD")])
             return _json(start_response, 404, {"error": "Not found"})
@@ -84,6 +85,8 @@ class Shim:
             return self.check(environ, start_response)
         if path == "/status":
             return self.status(start_response)
+        if path == "/keys.json":
+            return self.keys(environ, start_response)
         match = _FIRMWARE.fullmatch(path)
         if match:
             return self.file(environ, start_response, f"f/{match[1]}/{match[2]}", immutable=True)
@@ -124,7 +127,8 @@ class Shim:
         except ValueError:
             return self._refuse(start_response, record, 400, "Invalid version format")
         token = canonical_token(environ.get("HTTP_X_DEVICE_AUTH"))
-        answer = self._read_answer(token, mac12) if token else None
+        raw = self._read(f"d/{token}/{mac12}.json") if token else None
+        answer = self._parse_answer(raw, mac12)
         if answer is None:
             record["decision"] = checkins.AUTH_FAILED
             return self._refuse(start_response, record, 401, "Authentication failed")
@@ -149,6 +153,8 @@ class Shim:
         self.checkins.append(record)
         log.info("check %s %s reports %s: %s", record["mac"], values["device_id"], values["version"],
                  record["decision"])
+        if raw is not None and environ.get("HTTP_X_OTA_SIGNED", "").strip() == "1" and _SIGNED_MARK in raw:
+            return _json_with_signed(start_response, body, raw)
         return _json(start_response, 200, body)
 
     def _refuse(self, start_response: StartResponse, record: dict, status: int, error: str) -> Iterable[bytes]:
@@ -159,7 +165,9 @@ class Shim:
         return _json(start_response, status, {"error": error})
 
     def _read_answer(self, token: str, mac12: str) -> dict[str, Any] | None:
-        data = self._read(f"d/{token}/{mac12}.json")
+        return self._parse_answer(self._read(f"d/{token}/{mac12}.json"), mac12)
+
+    def _parse_answer(self, data: bytes | None, mac12: str) -> dict[str, Any] | None:
         if data is None:
             return None
         try:
@@ -196,6 +204,15 @@ class Shim:
             return _json(start_response, 401, {"error": "Authentication failed"})
         headers = [("Content-Type", _JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
         start_response(_STATUS[200], headers)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
+
+    def keys(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        """GET /keys.json: the public keys answers are signed with (present only when signing is on)."""
+        data = self._read("keys.json")
+        if data is None:
+            return _json(start_response, 404, {"error": "Not found"})
+        start_response(_STATUS[200], [("Content-Type", _JSON), ("Content-Length", str(len(data))),
+                                      ("Cache-Control", "public, max-age=300")])
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
 
     def status(self, start_response: StartResponse) -> Iterable[bytes]:
@@ -328,6 +345,15 @@ def _json(start_response: StartResponse, status: int, body: dict, extra: list | 
     data = json.dumps(body, separators=(", ", ": ")).encode()
     headers = [("Content-Type", _JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
     start_response(_STATUS[status], headers + (extra or []))
+    return [data]
+
+
+def _json_with_signed(start_response: StartResponse, body: dict, signed: bytes) -> list[bytes]:
+    """The seed-shaped body plus, as its last member, the stored signed answer byte for byte:
+    ``<body without its final "}">, "signed": <answer file>}`` (docs/security.md)."""
+    data = json.dumps(body, separators=(", ", ": ")).encode()[:-1] + b', "signed": ' + signed.strip() + b"}"
+    headers = [("Content-Type", _JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
+    start_response(_STATUS[200], headers)
     return [data]
 
 

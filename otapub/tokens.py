@@ -3,10 +3,15 @@
 A token keys a device's answer in the site (``d/<TOKEN>/<MAC12>.json``). Whatever the
 device sends in ``X-Device-Auth`` is canonicalised first (upper case, djb2 tokens
 zero-padded to 8 digits), because two firmware variants exist in the field (design.md §2).
+
+djb2 is forgeable (one (MAC, token) pair gives every other MAC's token, docs/security.md);
+``hmac-sha256`` gives each device its own key, so a leaked key or token exposes one device.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +56,28 @@ def djb2_0_wire(mac12: str, secret: str) -> str:
     return f"{_djb2(_djb2_input(mac12, secret), 0):x}"
 
 
+HMAC_TOKEN_BYTES = 16  # 128 bits, sent as 32 upper-case hex digits
+HMAC_TOKEN_LABEL = "otapub-token:"  # noqa: S105 (a domain-separation label, not a secret)
+
+
+def device_key(mac12: str, secret: str) -> bytes:
+    """A device's own 32-byte key: HMAC-SHA256(key = UTF-8 secret, message = ASCII MAC12).
+
+    It is what gets flashed into the device (``otapub provision``); the fleet secret never does.
+    """
+    return hmac.new(secret.encode("utf-8"), mac12.encode("ascii"), hashlib.sha256).digest()
+
+
+def hmac_token_from_key(key: bytes, mac12: str) -> str:
+    """The token a device computes from its own key: HMAC-SHA256(key, "otapub-token:" + MAC12), first 16 bytes."""
+    tag = hmac.new(key, (HMAC_TOKEN_LABEL + mac12).encode("ascii"), hashlib.sha256).digest()
+    return tag[:HMAC_TOKEN_BYTES].hex().upper()
+
+
+def hmac_sha256(mac12: str, secret: str) -> str:
+    return hmac_token_from_key(device_key(mac12, secret), mac12)
+
+
 SCHEMES: dict[str, TokenScheme] = {
     "djb2-5381": TokenScheme(
         "djb2-5381",
@@ -64,7 +91,16 @@ SCHEMES: dict[str, TokenScheme] = {
         djb2_0,
         djb2_0_wire,
     ),
+    "hmac-sha256": TokenScheme(
+        "hmac-sha256",
+        "per-device key HMAC-SHA256(secret, MAC12); token = first 16 bytes of "
+        "HMAC-SHA256(key, 'otapub-token:' + MAC12) as 32 upper-case hex digits",
+        hmac_sha256,
+        hmac_sha256,
+    ),
 }
+# Schemes where one captured (MAC, token) pair gives away every other device's token.
+FORGEABLE_SCHEMES = frozenset({"djb2-5381", "djb2-0"})
 
 DEFAULT_SCHEME = "djb2-5381"
 

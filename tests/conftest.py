@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from click.testing import CliRunner
 from otapub.cli import main
 from otapub.config import load_config
 from otapub.firmware import digest_bytes
+from otapub.imagegen import make_app_image
 
 SECRET = "s3cret-for-tests-only-9f2c"
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "esp32"
@@ -40,8 +43,18 @@ class Repo:
         path.write_text(textwrap.dedent(text))
         return path
 
-    def firmware(self, name: str, data: bytes | None = None, size: int = 2048):
-        data = data if data is not None else (name.encode() * (size // len(name) + 1))[:size]
+    def firmware(self, name: str, data: bytes | None = None, size: int = 2048, *, version: str | None = None,
+                 chip: str = "esp32c6", seed: int | None = None, **image):
+        """Write firmware/<name>; without ``data``, a valid app image (otapub.imagegen).
+
+        Its descriptor version is ``version``, else the dotted number in the name (panic_1.3.7.bin),
+        else 1.0.0; ``seed`` (default: from the name) varies the bytes; ``image`` goes to make_app_image.
+        """
+        if data is None:
+            found = re.search(r"\d+(?:\.\d+)+", name)
+            data = make_app_image(chip=chip, version=version or (found.group() if found else "1.0.0"),
+                                  project_name="panic", size=size,
+                                  seed=zlib.crc32(name.encode()) if seed is None else seed, **image)
         path = self.root / "firmware" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -167,6 +180,11 @@ class Served:
         status, _headers, body = self.request(path, headers)
         return status, json.loads(body)
 
+    def checkins(self) -> list[dict]:
+        """Every check-in so far, oldest first (the repo's check-in log)."""
+        path = self.repo.root / (self.repo.settings.get("checkin_log") or "state/checkins.jsonl")
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
     def stop(self) -> None:
         import subprocess
 
@@ -176,3 +194,94 @@ class Served:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+EDGE = Path(__file__).resolve().parents[1] / "edge" / "cloudflare"
+
+
+def edge_missing() -> str | None:
+    """Why the Worker cannot be run here (None when it can): node and the pinned npm packages."""
+    import shutil
+
+    if shutil.which("node") is None:
+        return "node is not installed (the Worker shim runs under Miniflare, an npm package)"
+    if not (EDGE / "node_modules" / "miniflare").is_dir():
+        return "edge/cloudflare's npm packages are not installed: run `bash edge/cloudflare/ci.sh install`"
+    return None
+
+
+def _edge_checkins():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("otapub_edge_checkins", EDGE / "checkins.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class WorkerServed(Served):
+    """The Cloudflare Worker shim under Miniflare (workerd) on a loopback port, serving repo.site.
+
+    mode "assets": the site staged as static assets; "r2": the site published into an R2 bucket.
+    The Worker's log (check-in lines included) is captured in repo.root/<mode>.log.
+    """
+
+    def __init__(self, repo: Repo, mode: str, base_url: str | None = None):  # starts its own process
+        import subprocess
+        import time
+
+        self.repo = repo
+        self.mode = mode
+        self.log = repo.root / f"worker-{mode}.log"
+        extra = ["--base-url", base_url] if base_url else []
+        for attempt in range(3):  # a port taken between free_port() and workerd's bind: try another
+            self.port = free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+            self.proc = subprocess.Popen(
+                ["node", str(EDGE / "serve.mjs"), mode, str(repo.site), str(self.port), *extra],
+                cwd=EDGE, stdin=subprocess.PIPE, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while b"otapub-edge ready" not in self.log.read_bytes():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    text = self.log.read_text(errors="replace")
+                    if "ERR_ADDRESS_IN_USE" in text and attempt < 2:
+                        break
+                    raise RuntimeError(f"worker shim ({mode}) did not start:\n{text}")
+                time.sleep(0.05)
+            else:
+                return
+
+    def publish(self) -> str:
+        """r2 mode: publish repo.site into the running bucket again (what a deploy does); its summary."""
+        import time
+
+        done = self.log.read_bytes().count(b"otapub-edge published")
+        self.proc.stdin.write(b"publish\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while (text := self.log.read_bytes()).count(b"otapub-edge published") == done:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("publish did not finish:\n" + text.decode(errors="replace")[-3000:])
+            time.sleep(0.02)
+        return text.decode(errors="replace").rsplit("otapub-edge published", 1)[1].splitlines()[0].strip()
+
+    def checkins(self) -> list[dict]:
+        """Check-ins parsed from the Worker's structured log lines (edge/cloudflare/checkins.py).
+
+        Workers log asynchronously: a marker request is sent and waited for first, so every
+        request answered before this call is in the list.
+        """
+        import time
+        import uuid
+
+        marker = f"otapub-sync-{uuid.uuid4().hex}"
+        self.request(f"/api/firmware?device_id={marker}")
+        parse = _edge_checkins().parse_lines
+        deadline = time.monotonic() + 10
+        while True:
+            entries = list(parse(self.log.read_text(errors="replace").splitlines()))
+            if any(e.get("device_id") == marker for e in entries) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        return [e for e in entries if not str(e.get("device_id") or "").startswith("otapub-sync-")]

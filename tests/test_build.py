@@ -11,7 +11,6 @@ from otapub.firmware import digest_file
 from otapub.tokens import djb2_0, djb2_5381
 from tests.conftest import SECRET
 
-
 SWITCH = "release: panic-1.3.8\n    hardware: FireBeetle 2 ESP32-C6"
 
 
@@ -28,6 +27,7 @@ def test_site_layout_and_answers(example):
         "release": "panic-1.3.8", "firmware_version": "1.3.8",
         "firmware_url": f"/f/{fw.sha256}/panic_1.3.8.bin", "checksum": fw.md5, "md5": fw.md5,
         "sha256": fw.sha256, "size": fw.size, "release_hardware": ["FireBeetle 2 ESP32-C6"],
+        "chip": "esp32c6", "project_name": "panic", "secure_version": 0,  # from the image itself
     }
     # the per-device scheme keys the djb2-0 device's answer
     b = answer(example, "112233445566", djb2_0("112233445566", SECRET))
@@ -124,7 +124,7 @@ def test_grace_period_in_time_is_respected(example):
 
 
 def test_only_firmware_some_device_gets_is_published(example):
-    example.firmware("unused.bin", size=10)
+    example.firmware("unused.bin", size=10, version="9")
     example.write("fleet/more.yaml", "releases:\n  unused: {version: '9', file: firmware/unused.bin}\n")
     build_site(example.config())
     assert not list(example.site.rglob("unused.bin"))

@@ -35,7 +35,8 @@ def test_no_change(committed):
 
 def test_grouped_target_changes_adds_removes_and_loud_checksum(committed):
     devices = committed.root / "fleet/devices.yaml"
-    text = devices.read_text().replace('target_version: "1.3.7"', 'target_version: "1.3.7"\n    hardware: FireBeetle 2 ESP32-C6')
+    text = devices.read_text().replace('target_version: "1.3.7"',
+                                       'target_version: "1.3.7"\n    hardware: FireBeetle 2 ESP32-C6')
     text = text.replace('target_version: "1.3.7"', "release: panic-1.3.8")
     text = text[: text.index("  aa-bb-cc-00-00-01")]
     text += "  AA:BB:CC:00:00:09: {release: panic-1.3.7}\n  AA:BB:CC:00:00:0A: {release: panic-1.3.7}\n"

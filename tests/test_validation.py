@@ -81,7 +81,8 @@ def test_sexagesimal_mac_is_still_a_mac(example):
 
 
 def test_duplicate_release_across_files(example):
-    example.write("fleet/sub/dir/more.yaml", "releases:\n  panic-1.3.7: {version: '1.3.7', file: firmware/panic_1.3.7.bin}\n")
+    example.write("fleet/sub/dir/more.yaml",
+                  "releases:\n  panic-1.3.7: {version: '1.3.7', file: firmware/panic_1.3.7.bin}\n")
     message = one(example, "duplicate release name")
     assert message.startswith("fleet/sub/dir/more.yaml:2:3: releases.panic-1.3.7:")
     assert "fleet/releases.yaml:2" in message
@@ -106,7 +107,7 @@ def test_target_version_missing_and_ambiguous(example):
 
 
 def test_target_version_picks_by_hardware(example):
-    example.firmware("other.bin", size=100)
+    example.firmware("other.bin", size=100, version="1.3.8")
     example.write("fleet/more.yaml", """\
         releases:
           other-1.3.8: {version: "1.3.8", file: firmware/other.bin, hardware: [Other Board]}
@@ -187,5 +188,6 @@ def test_top_level_must_be_a_mapping(example):
 
 
 def test_unquoted_numeric_digest_gets_a_hint(example):
-    example.write("fleet/more.yaml", f"releases:\n  r9: {{version: '2', file: firmware/panic_1.3.7.bin, md5: {'1' * 32}}}\n")
+    example.write("fleet/more.yaml",
+                  f"releases:\n  r9: {{version: '2', file: firmware/panic_1.3.7.bin, md5: {'1' * 32}}}\n")
     assert "quote it" in one(example, "releases.r9.md5")
