@@ -1,0 +1,321 @@
+"""What a build adds for security: the anti-rollback check, signed answers and keys.json.
+
+Runs inside ``build_site`` between rendering and publishing (data still flows one way: the
+rendered answers come in, signed answers go out). Its state lives beside the build state in
+``state_dir/security.json`` (never published: it names answer paths):
+
+- ``targets``: each device's last published release and ``secure_version``, for anti-rollback;
+- ``manifest_version``: the last version issued, so it never decreases;
+- ``answers``: per answer path the content hash, version, expiry, key id and signature, so an
+  unchanged answer keeps its exact bytes (no rewrite) until less than half its lifetime remains.
+
+When that file is lost, all of it is recovered from the published site (answers and build.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from otapub.errors import OtapubError, Problem, ValidationError
+from otapub.fsutil import atomic_write, is_temp
+from otapub.signing import (
+    KEYS_FILE,
+    SIGNATURE_MEMBER,
+    SIGNED_FIELDS,
+    SigningError,
+    SigningKey,
+    assemble,
+    canonical_json,
+    format_time,
+    key_id,
+    keys_document,
+    load_signing_key,
+    parse_public_keys,
+    parse_time,
+    sign_content,
+    verify_answer,
+)
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "security.json"
+STATE_FORMAT = 1
+RECORD = "build.json"
+
+
+@dataclass
+class _Signed:
+    content: str  # hash of the unsigned answer
+    version: int
+    expires: str
+    keyid: str
+    sig: str
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class SecureBuild:
+    """One build's signing and anti-rollback step. Construct early: it loads and checks the key."""
+
+    def __init__(self, config: Any, now: datetime):
+        self.now = now.astimezone(timezone.utc)
+        self.key: SigningKey | None = load_signing_key(config)
+        self.previous = parse_public_keys(config.previous_public_keys, "previous_public_keys")
+        self.lifetime = timedelta(days=config.answer_lifetime_days)
+        self.key_expires: datetime | None = None
+        if config.signing_key_expires:
+            try:
+                self.key_expires = parse_time(config.signing_key_expires)
+            except ValueError:
+                raise SigningError(f"signing_key_expires: expected a UTC date such as 2027-01-31, found "
+                                   f"{config.signing_key_expires!r}") from None
+        if self.key is not None:
+            if config.answer_lifetime_days < 1:
+                raise SigningError("answer_lifetime_days must be at least 1 (and at least twice the interval "
+                                   "of the scheduled rebuild)")
+            if self.key_expires is not None and self.key_expires <= self.now:
+                raise SigningError(f"the signing key {self.key.keyid} expired at {format_time(self.key_expires)} "
+                                   "(signing_key_expires): rotate it (docs/security.md, \"Key rotation\")")
+        self.manifest_version = 0
+        self.key_id: str | None = None
+        self.resign_at: datetime | None = None
+        self.answers: dict[str, _Signed] = {}
+        self.targets: dict[str, list] = {}
+        self.previous_site_url: str | None = config.previous_site_url
+        self._path: Path | None = None
+        self._stateless = False
+
+    # -- state ---------------------------------------------------------------------------------
+    def load_state(self, state_dir: Path, site: Path) -> None:
+        self._path = state_dir / STATE_FILE
+        try:
+            data = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("format") == STATE_FORMAT:
+            self.manifest_version = int(data.get("manifest_version") or 0)
+            self.key_id = data.get("key_id")
+            self.resign_at = _time(data.get("resign_at"))
+            self.answers = {path: _Signed(*entry) for path, entry in data.get("answers", {}).items()}
+            self.targets = data.get("targets", {})
+        else:
+            self._stateless = True
+            self._recover(_local_answers(site), remote=False)
+        # build.json survives a lost or restored state: never issue a version below it.
+        try:
+            record = json.loads((site / RECORD).read_bytes())
+            self.manifest_version = max(self.manifest_version, int(record.get("manifest_version") or 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+
+    def _trusted(self) -> dict[str, bytes]:
+        keys = {key_id(raw): raw for raw in self.previous}
+        if self.key is not None:
+            keys[self.key.keyid] = self.key.public_raw
+        return keys
+
+    def _recover(self, items: Iterable[tuple[str, bytes]], remote: bool) -> int:
+        """Rebuild the state from published answers (the state dir was lost, or CI starts afresh).
+
+        A signature is checked before its answer's version or signature is reused; from a remote
+        site, only verified answers count while signing is on (a host must not lower the floor).
+        """
+        trusted, found = self._trusted(), 0
+        for path, data in items:
+            try:
+                answer = json.loads(data)
+            except ValueError:
+                continue
+            if not isinstance(answer, dict) or not isinstance(answer.get("mac"), str):
+                continue
+            verified = None
+            if SIGNATURE_MEMBER in data:
+                try:
+                    verified = verify_answer(data, trusted, datetime.min.replace(tzinfo=timezone.utc))
+                except OtapubError as exc:
+                    log.warning("%s: published answer not reused: %s", path, exc)
+            if remote and self.key is not None and verified is None:
+                continue
+            found += 1
+            if answer.get("release") is not None:
+                self.targets[answer["mac"]] = [answer.get("release"), answer.get("secure_version")]
+            if verified is None:
+                continue
+            self.manifest_version = max(self.manifest_version, verified.manifest_version)
+            content = {k: v for k, v in verified.content.items() if k not in SIGNED_FIELDS}
+            signature = answer["signature"]
+            self.answers[path] = _Signed(_hash(canonical_json(content)), verified.manifest_version,
+                                         format_time(verified.expires), signature["keyid"], signature["sig"])
+        return found
+
+    def save(self) -> None:
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = {"format": STATE_FORMAT, "manifest_version": self.manifest_version, "key_id": self.key_id,
+                "resign_at": format_time(self.resign_at) if self.resign_at else None,
+                "answers": {p: [s.content, s.version, s.expires, s.keyid, s.sig] for p, s in self.answers.items()},
+                "targets": self.targets}
+        atomic_write(self._path, json.dumps(data, separators=(",", ":"), sort_keys=True).encode(), mode=0o600)
+
+    def due(self) -> bool:
+        """Must the build run although no input changed? (key changed, or answers need re-signing)"""
+        if self.key is None:
+            return self.key_id is not None  # signing was switched off: unsigned answers replace signed ones
+        if self.key_id != self.key.keyid:
+            return True
+        return self.resign_at is not None and self.now >= self.resign_at
+
+    # -- the build step ------------------------------------------------------------------------
+    def apply(self, plan: Any) -> None:
+        """Check anti-rollback, then sign the plan's answers and add keys.json (in place)."""
+        parsed = {path: json.loads(data) for path, data in plan.answers.items() if path.startswith("d/")}
+        if self._stateless and self.previous_site_url and not self.targets and not self.answers:
+            found = self._recover(_fetch(self.previous_site_url, list(parsed)), remote=True)
+            log.info("previous site %s: %d answer(s) recovered", self.previous_site_url, found)
+        self._check_rollback(plan.fleet, parsed.values())
+        if self.key is not None:
+            self._sign(plan, parsed)
+            plan.answers[KEYS_FILE] = keys_document(self.key, self.previous, self.key_expires)
+            plan.manifest_version = self.manifest_version
+        else:
+            self.answers = {}
+            self.resign_at = None
+        self.key_id = self.key.keyid if self.key is not None else None
+
+    def _check_rollback(self, fleet: Any, answers: Any) -> None:
+        problems: list[Problem] = []
+        targets = dict(self.targets)
+        for answer in answers:
+            mac, release_name = answer["mac"], answer.get("release")
+            if release_name is None:
+                continue  # no target: the device keeps what it runs; its last target still counts
+            secure = answer.get("secure_version")
+            before = self.targets.get(mac)
+            targets[mac] = [release_name, secure]
+            if before is None or before[1] is None or (secure is not None and secure >= before[1]):
+                continue
+            device, release = fleet.devices.get(mac), fleet.releases.get(release_name)
+            if getattr(release, "allow_secure_version_rollback", False) or \
+                    getattr(device, "allow_secure_version_rollback", False):
+                log.warning("%s: secure_version rollback %s -> %s allowed explicitly", mac, before[1], secure)
+                continue
+            has = "has no known secure_version" if secure is None else f"has secure_version {secure}"
+            where = device.where("release") if device is not None else release.pos
+            problems.append(where.problem(
+                f"devices.{mac}",
+                f"anti-rollback: the device's previous target {before[0]!r} has secure_version {before[1]}, "
+                f"its new target {release_name!r} {has}; a device with anti-rollback refuses it (and may be "
+                "left without updates). Publish a release with secure_version >= "
+                f"{before[1]}, or set `allow_secure_version_rollback: true` on the release or the device"))
+        if problems:
+            raise ValidationError(problems)
+        self.targets = targets
+
+    def _resign_at(self, expires: datetime) -> datetime:
+        """When an answer expiring at ``expires`` is re-signed: once less than half its lifetime remains,
+        but not before the key's own expiry when the answer already reaches it (it cannot be extended)."""
+        due = expires - self.lifetime / 2
+        if self.key_expires is not None and expires >= self.key_expires:
+            due = max(due, self.key_expires)
+        return due
+
+    def _sign(self, plan: Any, parsed: dict[str, dict]) -> None:
+        assert self.key is not None
+        key, now = self.key, self.now
+        latest = (now + self.lifetime).replace(microsecond=0)
+        if self.key_expires is not None:
+            latest = min(latest, self.key_expires)
+        # Kept answers may expire a little after a fresh one would (a clock behind, a shorter lifetime),
+        # never after the key does.
+        ceiling = now + self.lifetime * 1.5
+        if self.key_expires is not None:
+            ceiling = min(ceiling, self.key_expires)
+        version: int | None = None
+        kept: dict[str, _Signed] = {}
+        resign_at: datetime | None = None
+        for path, content in parsed.items():
+            if any(name in content for name in SIGNED_FIELDS):
+                raise ValueError(f"{path}: the answer already has a field the signature adds")
+            digest = _hash(plan.answers[path])
+            old = self.answers.get(path)
+            expires = _time(old.expires) if old is not None else None
+            if old is not None and expires is not None and old.content == digest and old.keyid == key.keyid \
+                    and expires <= ceiling and now < self._resign_at(expires):
+                # Unchanged and fresh: the same bytes again (no rewrite, no new version).
+                content.update(expires=old.expires, manifest_version=old.version)
+                plan.answers[path] = assemble(canonical_json(content), old.keyid, old.sig)
+                entry = old
+            else:
+                if version is None:
+                    # Unix time at least: still increasing when every state is lost (a fresh CI runner).
+                    version = max(self.manifest_version + 1, int(now.timestamp()))
+                expires = latest
+                content.update(expires=format_time(expires), manifest_version=version)
+                plan.answers[path], sig = sign_content(content, key)
+                entry = _Signed(digest, version, format_time(expires), key.keyid, sig)
+            kept[path] = entry
+            due = self._resign_at(expires)
+            resign_at = due if resign_at is None or due < resign_at else resign_at
+        if version is not None:
+            self.manifest_version = version
+            log.info("signed %d answer(s) as manifest_version %d with key %s",
+                     sum(1 for s in kept.values() if s.version == version), version, key.keyid)
+        self.answers = kept
+        self.resign_at = resign_at
+
+
+def _time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
+
+
+def _local_answers(site: Path) -> Iterator[tuple[str, bytes]]:
+    for dirpath, _dirs, names in os.walk(site / "d"):
+        for name in names:
+            if is_temp(name) or not name.endswith(".json"):
+                continue
+            path = os.path.relpath(os.path.join(dirpath, name), site)
+            try:
+                yield path, (site / path).read_bytes()
+            except OSError:
+                continue
+
+
+def _fetch(base: str, paths: list[str]) -> list[tuple[str, bytes]]:
+    """The previously published answers at these paths (a missing one: a device new to the site)."""
+    def one(path: str) -> tuple[str, bytes] | None:
+        token = path.split("/")[1]
+        url = f"{base.rstrip('/')}/{path}"  # base is an http(s) URL (config kind "url")
+        request = urllib.request.Request(url, headers={"X-Device-Auth": token})  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:  # noqa: S310
+                return path, response.read(1 << 20)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403, 404):
+                return None
+            raise OtapubError(f"previous_site_url: {exc.code} for an answer: cannot recover the previous "
+                              "targets (anti-rollback) and manifest_version; retry, or unset it") from None
+        except (OSError, ValueError) as exc:
+            raise OtapubError(f"previous_site_url {base}: {exc}: cannot recover the previous targets "
+                              "(anti-rollback) and manifest_version; retry, or unset it") from None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return [found for found in pool.map(one, paths) if found is not None]
