@@ -15,6 +15,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timezone
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ class Shim:
         elif allowed is not None and values["hardware"] not in allowed:
             record["decision"] = checkins.HARDWARE_MISMATCH
             body = {"update_available": False}
-        elif parse_version(target) > reported:
+        elif _offer(parse_version(target), reported, answer.get("allow_downgrade") is True):
             record["decision"] = checkins.UPDATE_OFFERED
             body = {"update_available": True, "firmware_version": target,
                     "firmware_url": self._absolute(answer["firmware_url"], environ),
@@ -234,14 +235,14 @@ class Shim:
         except OSError:
             return None
         if version != self._seed_index[0]:
-            index: dict[str, tuple[int, str]] = {}
+            index: dict[str, tuple[int, str]] = {}  # name -> (mtime_ns, site path)
             for entry in os.scandir(root):
                 if entry.is_dir(follow_symlinks=False):
                     for item in os.scandir(entry.path):
                         if item.is_file(follow_symlinks=False):
-                            mtime = item.stat().st_mtime_ns
-                            if item.name not in index or index[item.name][0] < mtime:
-                                index[item.name] = (mtime, f"f/{entry.name}/{item.name}")
+                            candidate = (item.stat().st_mtime_ns, f"f/{entry.name}/{item.name}")
+                            if item.name not in index or index[item.name] < candidate:  # newest; ties by path
+                                index[item.name] = candidate
             self._seed_index = (version, {k: v[1] for k, v in index.items()})
         return self._seed_index[1].get(name)
 
@@ -274,7 +275,7 @@ class Shim:
                 handle.close()
                 body = json.dumps({"error": "Range not satisfiable"}).encode()
                 start_response(_STATUS[416], [("Content-Type", _JSON), ("Content-Length", str(len(body))),
-                                              ("Content-Range", f"bytes */{size}")])
+                                              ("Cache-Control", "no-store"), ("Content-Range", f"bytes */{size}")])
                 return [body]
             if parsed is not None:
                 start, end = parsed
@@ -292,6 +293,11 @@ class Shim:
                 return wrapper(handle, 1 << 16)  # sendfile() where the server can
         handle.seek(start)
         return _limited(handle, length)
+
+
+def _offer(target: tuple[int, ...], reported: tuple[int, ...], allow_downgrade: bool) -> bool:
+    """Offer newer firmware; older only where the fleet explicitly allows a downgrade."""
+    return target > reported or (allow_downgrade and target != reported)
 
 
 def _limited(handle: Any, length: int) -> Iterator[bytes]:
@@ -330,7 +336,10 @@ def _not_modified(environ: dict, etag: str, mtime: float) -> bool:
     since = environ.get("HTTP_IF_MODIFIED_SINCE")
     if since:
         try:
-            return int(mtime) <= parsedate_to_datetime(since).timestamp()
+            moment = parsedate_to_datetime(since)
+            if moment.tzinfo is None:  # HTTP dates are GMT, whatever the server's zone
+                moment = moment.replace(tzinfo=timezone.utc)
+            return int(mtime) <= moment.timestamp()
         except (TypeError, ValueError, OverflowError):
             return False
     return False

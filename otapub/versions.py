@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_VERSION = re.compile(r"[vV]?(\d{1,9}(?:\.\d{1,9})*)")
+_VERSION = re.compile(r"[vV]?([0-9]{1,9}(?:\.[0-9]{1,9})*)")  # ASCII digits only: \d is Unicode
 
 
 def parse_version(text: str) -> tuple[int, ...]:

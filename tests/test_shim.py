@@ -39,6 +39,10 @@ def served(request, tmp_path_factory):
     if request.param != "python" and (why := edge_missing()):
         pytest.skip(why)
     repo = populate_example(Repo(tmp_path_factory.mktemp("shim") / "repo"))
+    repo.write("fleet/rollback.yaml", """\
+        devices:
+          AA:BB:CC:00:00:02: {device_id: rolled-back, release: panic-1.3.7, allow_downgrade: true}
+        """)
     repo.set_config(checkin_log="state/checkins.jsonl")
     (repo.root.parent / "outside-canary.txt").write_text("CANARY-OUTSIDE-SITE")
     build_site(repo.config())
@@ -106,6 +110,17 @@ def test_hardware_mismatch_gets_no_update_and_is_logged(served):
     assert status == 200 and body == {"update_available": False}
     last = checkins(served)[-1]
     assert last["decision"] == "hardware_mismatch" and last["hardware"] == "ESP32-S3 Box"
+
+
+@pytest.mark.parametrize("version,offered", [("1.3.8", True), ("2.0", True), ("1.3.7", False), ("1.3.7.0", False),
+                                             ("1.3.6", True)])
+def test_downgrade_only_where_the_fleet_allows_it(served, version, offered):
+    token = djb2_5381("AABBCC000002", SECRET)
+    status, body = served.json(check("AA:BB:CC:00:00:02", version), {"X-Device-Auth": token})
+    assert status == 200 and body["update_available"] is offered
+    if offered:
+        assert body["firmware_version"] == "1.3.7"
+    # without allow_downgrade, a newer device is left alone (test_numeric_version_comparison)
 
 
 def test_device_without_target(served):
@@ -199,7 +214,7 @@ def test_seed_firmware_route(served):
 
 def test_status(served):
     status, body = served.json("/status")
-    assert status == 200 and body["status"] == "ok" and body["site"]["devices"] == 3
+    assert status == 200 and body["status"] == "ok" and body["site"]["devices"] == 4
     assert SECRET not in json.dumps(body)
 
 

@@ -50,31 +50,14 @@ export function mac12(text) {
 }
 
 // -- versions (otapub/versions.py) ---------------------------------------------------------------
-// Python's \d is any Unicode decimal digit (category Nd) and int() reads them all; mirrored here.
-const VERSION = /^[vV]?(\p{Nd}{1,9}(?:\.\p{Nd}{1,9})*)$/u;
-const ND = /^\p{Nd}$/u;
-
-function digitValue(char) {
-  const cp = char.codePointAt(0);
-  if (cp >= 0x30 && cp <= 0x39) return cp - 0x30;
-  // Nd digits come in runs of ten starting at zero: count back to the run's start.
-  let start = cp;
-  while (start > 0 && ND.test(String.fromCodePoint(start - 1))) start -= 1;
-  return (cp - start) % 10;
-}
-
-function pyIntDigits(text) {
-  let value = 0;
-  for (const char of text) value = value * 10 + digitValue(char);
-  return value;
-}
+const VERSION = /^[vV]?([0-9]{1,9}(?:\.[0-9]{1,9})*)$/;
 
 /** "1.3.7" / "v1.3.7" → [1, 3, 7], trailing zeros dropped; throws on anything else. */
 export function parseVersion(text) {
   if (typeof text !== "string") throw new Error("a version must be a string of dotted numbers");
   const match = VERSION.exec(pyStrip(text));
   if (!match) throw new Error(`${JSON.stringify(text)} is not a version of dotted numbers`);
-  const parts = match[1].split(".").map(pyIntDigits);
+  const parts = match[1].split(".").map(Number);
   while (parts.length > 1 && parts[parts.length - 1] === 0) parts.pop();
   return parts;
 }

@@ -38,6 +38,11 @@ const AUTH_FAILED = "auth_failed";
 const BAD_REQUEST = "bad_request";
 const CHECKIN_EVENT = "otapub.checkin";
 
+/** Offer newer firmware; older only where the fleet explicitly allows a downgrade (shim.py _offer). */
+function offer(comparison, allowDowngrade) {
+  return comparison > 0 || (allowDowngrade && comparison !== 0);
+}
+
 function json(status, body, extra = []) {
   const data = ENCODER.encode(pyJson(body));
   const headers = [["Content-Type", JSON_TYPE], ["Content-Length", String(data.byteLength)],
@@ -145,7 +150,7 @@ class Shim {
     } else if (allowed !== null && !contains(allowed, values.hardware)) {
       record.decision = HARDWARE_MISMATCH;
       body = { update_available: false };
-    } else if (compareVersions(parseVersion(target), reported) > 0) {
+    } else if (offer(compareVersions(parseVersion(target), reported), answer.allow_downgrade === true)) {
       record.decision = UPDATE_OFFERED;
       body = { update_available: true, firmware_version: target,
         firmware_url: this.absolute(field(answer, "firmware_url"), url),
@@ -238,7 +243,8 @@ class Shim {
       if (parsed === "unsatisfiable") {
         const body = ENCODER.encode(pyJson({ error: "Range not satisfiable" }));
         return new Response(body, { status: 416, headers: [["Content-Type", JSON_TYPE],
-          ["Content-Length", String(body.byteLength)], ["Content-Range", `bytes */${size}`]] });
+          ["Content-Length", String(body.byteLength)], ["Cache-Control", "no-store"],
+          ["Content-Range", `bytes */${size}`]] });
       }
       if (parsed !== null) {
         [start, end] = parsed;
