@@ -22,7 +22,8 @@ from otapub.errors import OtapubError, ValidationError
 from otapub.firmware import DigestCache, Digests
 from otapub.fleet import load_fleet
 from otapub.model import Fleet, Release
-from otapub.targets import resolve_targets
+from otapub.rollout import RolloutStatus, rollout_status
+from otapub.targets import ROLLOUT, Rules, resolve, resolve_targets
 from otapub.versions import parse_version
 
 
@@ -48,6 +49,7 @@ class FleetPlan:
     releases_added: list[str] = field(default_factory=list)
     releases_removed: list[str] = field(default_factory=list)
     releases_changed: list[dict[str, Any]] = field(default_factory=list)
+    rollouts: list[RolloutStatus] = field(default_factory=list)  # devices per stage, working tree
     devices: int = 0
 
     @property
@@ -71,6 +73,11 @@ class FleetPlan:
             "devices_removed": [{"mac": m, "target": t} for m, t in self.devices_removed],
             "target_changes": self.moves, "releases_added": self.releases_added,
             "releases_removed": self.releases_removed, "releases_changed": self.releases_changed,
+            "rollouts": [{"name": r.name, "release": r.release, "state": r.state, "audience": r.audience,
+                          "receiving": r.receiving,
+                          "stages": [{"percent": s.percent, "devices": s.devices,
+                                      "not_before": s.not_before.isoformat() if s.not_before else None}
+                                     for s in r.stages]} for r in self.rollouts],
         }
 
 
@@ -135,6 +142,11 @@ def compute_plan(config: Config, base: str | None = None, now: datetime | None =
     if new.fleet is None:
         return plan
     plan.devices = len(new.fleet.devices)
+    receiving: dict[str, int] = defaultdict(int)
+    for target in resolve(Rules(new.fleet, now)).values():
+        if target.rule == ROLLOUT and target.name:
+            receiving[target.name] += 1
+    plan.rollouts = rollout_status(new.fleet, now, receiving)
     old_devices = old.fleet.devices if old.fleet else {}
     for mac in sorted(new.fleet.devices.keys() - old_devices.keys()):
         plan.devices_added.append((mac, _label(new.targets.get(mac))))

@@ -27,6 +27,7 @@ from otapub.shim import make_app
 
 log = logging.getLogger(__name__)
 DEBOUNCE = 0.1
+TICK = 30.0  # also rebuild this often: time-based rollout stages and answer expiry move on their own
 
 
 class _Changes(FileSystemEventHandler):
@@ -50,10 +51,13 @@ class _Changes(FileSystemEventHandler):
                 self.last = time.monotonic()
             self.event.set()
 
-    def take_when_quiet(self, stop: threading.Event) -> set[str]:
-        """Block until something changed and then nothing for DEBOUNCE seconds."""
+    def take_when_quiet(self, stop: threading.Event, timeout: float = TICK) -> set[str]:
+        """Block until something changed and then nothing for DEBOUNCE seconds (empty after timeout)."""
+        deadline = time.monotonic() + timeout
         while not stop.is_set():
             if not self.event.wait(0.2):
+                if time.monotonic() >= deadline:
+                    return set()
                 continue
             quiet = time.monotonic() - self.last
             if quiet < DEBOUNCE:
@@ -95,7 +99,8 @@ class Watcher:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def rebuild(self, why: str) -> BuildResult | None:
+    def rebuild(self, why: str, quiet: bool = False) -> BuildResult | None:
+        """Build now; with ``quiet``, say nothing when nothing changed."""
         started = time.monotonic()
         try:
             config = load_config(self.config_path)
@@ -106,6 +111,8 @@ class Watcher:
         if config.public() != self.config.public():
             self.config = config
             self.server.set_app(make_app(config))
+        if quiet and result.noop:
+            return result
         self.echo(f"rebuilt ({why}): {len(result.written)} written, {len(result.pruned)} pruned "
                   f"in {time.monotonic() - started:.2f}s")
         return result
@@ -131,6 +138,8 @@ class Watcher:
                 paths = self.changes.take_when_quiet(self.stop_event)
                 if paths:
                     self.rebuild(_describe(paths, self.config.root))
+                elif not self.stop_event.is_set():
+                    self.rebuild("time passed", quiet=True)
         finally:
             self.observer.stop()
             self.server.shutdown()

@@ -84,3 +84,24 @@ def test_base_defaults_to_merge_base_with_origin_main(committed):
 def test_outside_git_is_a_clean_error(example):
     result = example.cli("plan")
     assert result.exit_code != 0 and result.output.startswith("error: git") and "Traceback" not in result.output
+
+
+def test_rollout_devices_per_stage(committed):
+    committed.firmware("panic_1.4.0.bin")
+    committed.write("fleet/rollouts.yaml", """\
+        releases:
+          panic-1.4.0: {version: "1.4.0", file: firmware/panic_1.4.0.bin}
+        rollouts:
+          panic-1.4.0:
+            release: panic-1.4.0
+            to: all
+            stages:
+              - {percent: 100}
+        """)
+    result, data = plan_json(committed)
+    assert result.exit_code == 0, result.output
+    [rollout] = data["rollouts"]
+    assert rollout["audience"] == 3 and rollout["stages"] == [{"percent": 100, "devices": 3, "not_before": None}]
+    assert rollout["receiving"] == 1  # the two pinned devices keep their pins
+    assert data["target_changes"][0]["to"] == "1.4.0 (panic-1.4.0)" and data["target_changes"][0]["count"] == 1
+    assert "stage 1: 100% from immediately: 3 devices" in committed.cli("plan").output
