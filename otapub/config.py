@@ -114,7 +114,7 @@ class Config:
         return [f.name for f in FIELDS if f.secret and self._values.get(f.name) in PLACEHOLDER_SECRETS]
 
 
-def _convert(field: Field, value: Any, from_env: bool) -> Any:
+def _convert(field: Field, value: Any) -> Any:
     """Convert one raw value; raise ValueError with what was expected."""
     if value is None:
         return None
@@ -197,28 +197,22 @@ def load_config(
             raise ConfigError(f"{source}:1: expected a JSON object of settings")
     root = source.parent if source is not None else Path.cwd().resolve()
     values = {f.name: f.default for f in FIELDS}
+
+    def apply(where: str, key: str, value: Any) -> None:
+        field = FIELDS_BY_NAME.get(key)
+        if field is None:
+            problems.append(f"{where}: unknown setting (known: {', '.join(FIELDS_BY_NAME)})")
+            return
+        try:
+            values[key] = _convert(field, value)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+
     for key, value in raw.items():
-        where = f"{source}:{_line_of_key(text, key) or 1}"
-        field = FIELDS_BY_NAME.get(key)
-        if field is None:
-            problems.append(f"{where}: {key}: unknown setting (known: {', '.join(FIELDS_BY_NAME)})")
-            continue
-        try:
-            values[key] = _convert(field, value, from_env=False)
-        except ValueError as exc:
-            problems.append(f"{where}: {key}: {exc}")
+        apply(f"{source}:{_line_of_key(text, key) or 1}: {key}", key, value)
     for name, value in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        key = name[len(ENV_PREFIX) :].lower()
-        field = FIELDS_BY_NAME.get(key)
-        if field is None:
-            problems.append(f"environment {name}: unknown setting (known: {', '.join(FIELDS_BY_NAME)})")
-            continue
-        try:
-            values[key] = _convert(field, value, from_env=True)
-        except ValueError as exc:
-            problems.append(f"environment {name}: {exc}")
+        if name.startswith(ENV_PREFIX):
+            apply(f"environment {name}", name[len(ENV_PREFIX) :].lower(), value)
     if problems:
         raise ConfigError("\n".join(problems))
     if values["devices_file"] is not None:

@@ -81,6 +81,16 @@ def _version(value: Any, pos: Pos, field: str, out: _Collector) -> str | None:
     return value.strip()
 
 
+def _choice(entry: Map, key: str, field: str, choices: Iterable[str], out: _Collector) -> str | None:
+    """entry[key] when it is one of ``choices``; else a problem naming them."""
+    value = entry[key]
+    if value in choices:
+        return value
+    out.add(entry.where(key), f"{field}.{key}", f"unknown {key.replace('_', ' ')} {value!r} "
+            f"(known: {', '.join(choices)})")
+    return None
+
+
 def _check_keys(entry: Map, allowed: Iterable[str], what: str, out: _Collector) -> None:
     for key in entry:
         if key not in allowed:
@@ -132,12 +142,7 @@ def _parse_release(name: str, entry: Any, pos: Pos, root: Path, out: _Collector)
     if "chip" in entry:
         release.chip = _chip(entry["chip"], entry.where("chip"), f"{field}.chip", out)
     if "version_source" in entry:
-        source = entry["version_source"]
-        if source not in VERSION_SOURCES:
-            out.add(entry.where("version_source"), f"{field}.version_source",
-                    f"expected one of {', '.join(VERSION_SOURCES)}, found {source!r}")
-        else:
-            release.version_source = source
+        release.version_source = _choice(entry, "version_source", field, VERSION_SOURCES, out) or release.version_source
     if "allow_downgrade" in entry:
         release.allow_downgrade = _flag(entry["allow_downgrade"], entry.where("allow_downgrade"),
                                         f"{field}.allow_downgrade", out)
@@ -226,12 +231,7 @@ def _parse_device(key: Any, entry: Any, pos: Pos, out: _Collector) -> Device | N
             out.add(entry.where("target_version"), f"{field}.target_version",
                     "give either `release:` or `target_version:`, not both")
     if "token_scheme" in entry:
-        scheme = entry["token_scheme"]
-        if scheme not in SCHEMES:
-            out.add(entry.where("token_scheme"), f"{field}.token_scheme",
-                    f"unknown token scheme {scheme!r} (known: {', '.join(sorted(SCHEMES))})")
-        else:
-            device.token_scheme = scheme
+        device.token_scheme = _choice(entry, "token_scheme", field, sorted(SCHEMES), out)
     if "channel" in entry:
         device.channel = _text(entry["channel"], entry.where("channel"), f"{field}.channel", out, _NAME,
                                "a channel name")
