@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# otapub: the edge shim (`otapub serve`, under gunicorn) that answers the ESP32 devices from the
+# otapub: the edge shim (`otapub serve`, under granian) that answers the ESP32 devices from the
 # rendered site. The same image builds the site (`otapub build`) and manages devices.
 # No secret is baked in: every setting comes from the environment (see .env.example).
 

@@ -140,14 +140,16 @@ def checksum(file: Path, as_json: bool) -> None:
 @main.command()
 @click.option("--host", help="Address to listen on (default: server_host).")
 @click.option("--port", type=int, help="Port (default: server_port).")
-@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (default: 2 per core, at most 8).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (default: one per core).")
+@click.option("--server", type=click.Choice(("granian", "gunicorn")), default="granian", show_default=True,
+              help="Production WSGI server to run the shim under.")
 @pass_ctx
 @handle_errors
-def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the site and the device protocol under gunicorn (a rebuilt site is picked up live)."""
+def serve(ctx: Context, host: str | None, port: int | None, workers: int | None, server: str) -> None:
+    """Serve the site and the device protocol (a rebuilt site is picked up live)."""
     from otapub.server import serve as run
 
-    run(ctx.config, host, port, workers)
+    run(ctx.config, host, port, workers, server)
 
 
 @main.command()

@@ -19,7 +19,7 @@ from datetime import timezone
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from otapub import checkins
 from otapub.checkins import CheckinLog, utc_now
@@ -106,11 +106,7 @@ class Shim:
         """GET /api/firmware: the seed's update check."""
         query = environ.get("QUERY_STRING", "")
         record: dict[str, Any] = {"time": utc_now(), "client": environ.get("REMOTE_ADDR")}
-        try:
-            params = parse_qs(query[:_MAX_QUERY], keep_blank_values=True, max_num_fields=16)
-        except ValueError:
-            params = {}
-        values = {name: (params.get(name) or [""])[0][:_MAX_FIELD] for name in _REQUIRED}
+        values = _fields(query[:_MAX_QUERY])
         record.update(mac=values["mac"] or None, device_id=values["device_id"] or None,
                       hardware=values["hardware"] or None, version=values["version"] or None)
         missing = [name for name in _REQUIRED if not values[name]]
@@ -152,8 +148,8 @@ class Shim:
             body = {"update_available": False}
         record["status"] = 200
         self.checkins.append(record)
-        log.info("check %s %s reports %s: %s", record["mac"], values["device_id"], values["version"],
-                 record["decision"])
+        log.debug("check %s %s reports %s: %s", record["mac"], values["device_id"], values["version"],
+                  record["decision"])
         if raw is not None and environ.get("HTTP_X_OTA_SIGNED", "").strip() == "1" and _SIGNED_MARK in raw:
             return _json_with_signed(start_response, body, raw)
         return _json(start_response, 200, body)
@@ -162,7 +158,7 @@ class Shim:
         record.setdefault("decision", checkins.BAD_REQUEST)
         record["status"] = status
         self.checkins.append(record)
-        log.info("check refused (%d %s) mac=%s", status, error, record.get("mac"))
+        log.debug("check refused (%d %s) mac=%s", status, error, record.get("mac"))
         return _json(start_response, status, {"error": error})
 
     def _read_answer(self, token: str, mac12: str) -> dict[str, Any] | None:
@@ -184,8 +180,12 @@ class Shim:
             fd = os.open(os.path.join(self.site, rel), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             return None
-        with os.fdopen(fd, "rb") as handle:
-            return handle.read(1 << 20)
+        try:
+            return os.read(fd, 1 << 20)
+        except OSError:  # e.g. a directory planted where a file belongs
+            return None
+        finally:
+            os.close(fd)
 
     def _absolute(self, url: str, environ: dict) -> str:
         if not url.startswith("/"):
@@ -293,6 +293,25 @@ class Shim:
                 return wrapper(handle, 1 << 16)  # sendfile() where the server can
         handle.seek(start)
         return _limited(handle, length)
+
+
+def _fields(query: str) -> dict[str, str]:
+    """The required parameters, as ``parse_qs(keep_blank_values=True, max_num_fields=16)`` reads
+    them (first occurrence wins; '+' is a space), without decoding fields nobody asked for."""
+    values = dict.fromkeys(_REQUIRED, "")
+    parts = query.split("&")
+    if len(parts) > 16:  # parse_qs's max_num_fields: the request is answered as if it had none
+        return values
+    seen: set[str] = set()
+    for part in parts:
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name = unquote_plus(name)
+        if name in values and name not in seen:
+            seen.add(name)
+            values[name] = unquote_plus(value)[:_MAX_FIELD]
+    return values
 
 
 def _offer(target: tuple[int, ...], reported: tuple[int, ...], allow_downgrade: bool) -> bool:

@@ -135,9 +135,9 @@ def free_port() -> int:
 
 
 class Served:
-    """`otapub serve` running for real (gunicorn) on a loopback port."""
+    """`otapub serve` running for real (granian by default, or gunicorn) on a loopback port."""
 
-    def __init__(self, repo: Repo, workers: int = 2, env: dict | None = None):
+    def __init__(self, repo: Repo, workers: int = 2, env: dict | None = None, server: str = "granian"):
         import subprocess
         import sys
         import time
@@ -151,7 +151,7 @@ class Served:
         self.log = repo.root / "serve.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "otapub", "--config", str(repo.config_file), "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers)],
+             "--port", str(self.port), "--workers", str(workers), "--server", server],
             env=environ, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:

@@ -451,3 +451,32 @@ def test_manage_devices_needs_the_running_container(project):
     result = run_script(work, env, "manage-devices.sh", "list")
     assert result.returncode != 0 and "not running" in result.stderr and "start.sh" in result.stderr
     assert not any(call.startswith("compose exec") for call in docker_calls(log))
+
+
+def test_container_command_serves_and_passes_its_healthcheck(tmp_path):
+    """The image's CMD and HEALTHCHECK, run directly on the host (no Docker engine here)."""
+    import time
+
+    from tests.conftest import SECRET, Repo, free_port, populate_example
+
+    repo = populate_example(Repo(tmp_path / "data"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTA_SERVER_")}
+    env.update(OTA_SERVER_SHARED_SECRET_KEY=SECRET, OTA_SERVER_SERVER_PORT=str(port),
+               OTA_SERVER_SERVER_HOST="127.0.0.1", OTA_SERVER_CHECKIN_LOG="state/checkins.jsonl")
+    subprocess.run(["otapub", "build"], cwd=repo.root, env=env, check=True, capture_output=True, timeout=60)
+    proc = subprocess.Popen(image_cmd(), cwd=repo.root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while run_healthcheck(port) != 0:
+            assert proc.poll() is None, "the container command exited"
+            assert time.monotonic() < deadline, "the healthcheck never passed"
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,6 +1,6 @@
 """One conformance suite for every shim, over real HTTP on 127.0.0.1 (design.md §2, issues 3 and 8).
 
-Each test runs against each shim: the Python shim under gunicorn ("python"), and the Cloudflare
+Each test runs against each shim: the Python shim under its production server ("python"), and the Cloudflare
 Worker (edge/cloudflare) under Miniflare with the site as static assets ("worker-assets") or in
 an R2 bucket ("worker-r2"). The Worker's runs are skipped where node or its npm packages are
 missing (`bash edge/cloudflare/ci.sh install`; .ci/run installs them). What only the Python shim
@@ -294,7 +294,7 @@ def test_concurrent_workers_append_whole_lines(served):
 
 def test_site_rebuilds_are_served_live_without_failures(served):
     """Serve continuously while releases change; no request fails, no answer names a missing file."""
-    python_only(served, "live rebuilds under gunicorn; the Worker's site changes by deploy or R2 publish "
+    python_only(served, "live rebuilds under the production server; the Worker's site changes by deploy or R2 publish "
                 "(test_r2_republish_keeps_every_answers_firmware)")
     repo = served.repo
     stop = threading.Event()

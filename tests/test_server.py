@@ -1,0 +1,61 @@
+"""`otapub serve` under both production servers; the shim's query parsing matches parse_qs."""
+
+import json
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otapub.build import build_site
+from otapub.shim import _REQUIRED, _fields
+from otapub.tokens import djb2_5381
+from tests.conftest import SECRET, Served
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_both_servers_answer_the_protocol_and_log_every_check(example, server):
+    example.set_config(checkin_log="state/checkins.jsonl")
+    build_site(example.config())
+    served = Served(example, workers=2, server=server)
+    try:
+        query = ("/api/firmware?device_id=PanicAlarm_EEFF&hardware=FireBeetle+2+ESP32-C6&version=1.3.7"
+                 "&mac=AA:BB:CC:DD:EE:FF")
+        headers = {"X-Device-Auth": djb2_5381("AABBCCDDEEFF", SECRET)}
+        status, body = served.json(query, headers)
+        assert status == 200 and body["update_available"] is True
+        url = body["firmware_url"]
+        assert url.startswith(served.base + "/f/")
+        status, response_headers, data = served.request(url.removeprefix(served.base))
+        assert status == 200 and len(data) == body["size"] == int(response_headers["content-length"])
+
+        def burst():
+            for _ in range(25):
+                assert served.request(query, headers)[0] == 200
+
+        threads = [threading.Thread(target=burst) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        lines = (example.root / "state/checkins.jsonl").read_text().splitlines()
+        assert len(lines) == 101 and all(json.loads(line)["status"] == 200 for line in lines)
+    finally:
+        served.stop()
+
+
+_PIECES = st.sampled_from(["mac", "version", "hardware", "device_id", "ma%63", "x", "=", "&", "+", "%", "%2B",
+                           "%26", "%3D", "%ff", "%e2%82%ac", "AA:BB", "1.2", "a b", ";", ""])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=40).map("".join))
+def test_field_parsing_matches_parse_qs(query):
+    from urllib.parse import parse_qs
+
+    try:
+        params = parse_qs(query, keep_blank_values=True, max_num_fields=16)
+    except ValueError:
+        params = {}
+    expected = {name: (params.get(name) or [""])[0][:128] for name in _REQUIRED}
+    assert _fields(query) == expected
