@@ -181,7 +181,11 @@ class Shim:
         except OSError:
             return None
         try:
-            return os.read(fd, 1 << 20)
+            # Answers are a few hundred bytes: a small first read avoids allocating a large buffer.
+            chunks = [os.read(fd, 1 << 14)]
+            while len(chunks[-1]) == 1 << 14 and len(chunks) < 64:
+                chunks.append(os.read(fd, 1 << 14))
+            return b"".join(chunks)
         except OSError:  # e.g. a directory planted where a file belongs
             return None
         finally:
