@@ -83,7 +83,7 @@ class Watcher:
     """Build, serve, and rebuild on change until stopped."""
 
     def __init__(self, config_path: str | None, host: str, port: int, poll: bool,
-                 echo: Callable[[str], None] = print):
+                 echo: Callable[[str], None] = log.info):
         self.config_path = config_path
         self.config: Config = load_config(config_path)
         self.echo = echo
