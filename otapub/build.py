@@ -8,6 +8,8 @@ references only after a grace period of time and at least one further build.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -15,6 +17,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +31,7 @@ from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write, exclusive_lock, is_temp
 from otapub.inspection import ImageCache, ImageFacts, answer_fields, inspect_releases, release_chips
 from otapub.model import Fleet, Release
+from otapub.parsecache import ParseCache
 from otapub.rollout import validity
 from otapub.secure_build import SecureBuild
 from otapub.targets import Rules, Target, compatibility_problems, resolve
@@ -36,6 +40,7 @@ from otapub.tokens import device_token
 log = logging.getLogger(__name__)
 
 RECORD = "build.json"
+PARSED_DIR = "fleet-cache"  # in state_dir: parsed fleet files (otapub.parsecache)
 STATE_FORMAT = 2  # 2: image inspection cache and the time span a build is valid for
 
 
@@ -70,6 +75,7 @@ class Plan:
     firmware: dict[str, Path]  # site path -> source file
     digests: dict[str, Digests]  # release name -> digests
     releases: int  # releases some device is meant to get
+    release_fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # release name -> its answer fields
     images: dict[str, ImageFacts] = field(default_factory=dict)  # release name -> inspected image
     targets: dict[str, Target] = field(default_factory=dict)  # MAC -> target and the rule that gave it
     # Time-based rollout stages make the site valid for [valid_from, valid_until) only (None: unbounded).
@@ -170,7 +176,7 @@ def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: d
         answers[path] = dumps(answer).encode("utf-8")
     if problems:
         raise ValidationError(problems)
-    return Plan(fleet, answers, firmware, digests, len(urls))
+    return Plan(fleet, answers, firmware, digests, len(urls), release_fields=urls)
 
 
 class _State:
@@ -292,7 +298,7 @@ def build_site(config: Config, now: datetime | None = None, force: bool = False)
         raise OtapubError(f"site_dir {site} and fleet_dir must not contain each other")
     _secret(config)
     secure = SecureBuild(config, now)  # loads the signing key: a bad key fails before anything else
-    with exclusive_lock(state_dir / "build.lock"):
+    with exclusive_lock(state_dir / "build.lock"), _cycle_collector_paused():
         state = _State(state_dir / "state.json")
         secure.load_state(state_dir, site)
         from otapub.yamlsource import fleet_files
@@ -309,7 +315,10 @@ def build_site(config: Config, now: datetime | None = None, force: bool = False)
             return result
         cache = DigestCache(state.digests)
         images = ImageCache(state.images)
-        plan = plan_site(config, now, cache, images=images)
+        parsed = ParseCache(state_dir / PARSED_DIR)
+        fleet = load_fleet(config.path("fleet_dir"), config.root, read=parsed.read)
+        parsed.prune()
+        plan = plan_site(config, now, cache, images=images, fleet=fleet)
         secure.apply(plan)  # anti-rollback check; signatures, expiry, manifest_version, keys.json
         result = _publish(config, site, plan, state, record_ok and not force)
         secure.save()
@@ -325,6 +334,25 @@ def build_site(config: Config, now: datetime | None = None, force: bool = False)
     result.seconds = time.monotonic() - started
     log.debug("build: %s", result.summary())
     return result
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector during a build; reference counting frees memory as usual.
+
+    A build holds a growing heap (1.2 million objects in the parsed documents of 100,000 devices)
+    and every collection of the oldest generation walks all of it: the collector ran dozens of
+    times, took close to a third of a full build and found next to nothing (a build leaves no
+    cycles behind: PyYAML's loaders are disposed).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state: bool) -> BuildResult:
@@ -343,21 +371,23 @@ def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state:
             _copy_verified(source, target, path.split("/")[1])
             result.written.append(path)
         known_firmware[path] = None
-    # 2. Answers, only when their bytes changed.
+    # 2. Answers, only when their bytes changed. String paths and raw os calls: this loop runs
+    #    once per device, and pathlib's joins and mkdir(parents=True) cost more than the writes.
     outputs: dict[str, str] = {}
     made_dirs: set[str] = set()
+    root = os.fspath(site)
     for path, data in plan.answers.items():
         digest = _hash(data)
         outputs[path] = digest
         old = previous.get(path)
         if old == digest:
             continue
-        target = site / path
-        if old == "" and target.is_file() and target.read_bytes() == data:
+        target = f"{root}/{path}"
+        if old == "" and _same_bytes(target, data):
             continue
         parent = path.rpartition("/")[0]  # "" for a top-level file (keys.json)
         if parent not in made_dirs:
-            (site / parent).mkdir(parents=True, exist_ok=True)
+            _make_dir(f"{root}/{parent}")
             made_dirs.add(parent)
         atomic_write(target, data)
         result.written.append(path)
@@ -394,6 +424,24 @@ def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state:
     state.outputs = outputs
     state.firmware = known_firmware
     return result
+
+
+def _same_bytes(path: str, data: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() == data
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return False
+
+
+def _make_dir(path: str) -> None:
+    """Create an answer directory: one mkdir for the usual d/<TOKEN> whose parent d/ exists."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:  # d/ itself is missing (the first answer of a fresh site)
+        os.makedirs(path, exist_ok=True)
 
 
 def _copy_verified(source: Path, target: Path, sha256: str) -> None:

@@ -19,7 +19,7 @@ from otapub.model import DEFAULT_CHANNEL, Channel, Device, Fleet, Group, Release
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
-from otapub.yamlsource import Map, Pos, Seq, YAMLProblem, fleet_files, load_yaml
+from otapub.yamlsource import Map, Pos, Seq, YAMLProblem, fleet_files, load_yaml, read_yaml
 
 TOP_LEVEL = ("releases", "devices", "groups", "channels", "rollouts")
 RESERVED: tuple[str, ...] = ()
@@ -94,7 +94,7 @@ def _choice(entry: Map, key: str, field: str, choices: Iterable[str], out: _Coll
 def _check_keys(entry: Map, allowed: Iterable[str], what: str, out: _Collector) -> None:
     for key in entry:
         if key not in allowed:
-            out.add(entry.key_pos[key], str(key), f"unknown key in {what} (allowed: {', '.join(allowed)})")
+            out.add(entry.key_where(key), str(key), f"unknown key in {what} (allowed: {', '.join(allowed)})")
 
 
 def _parse_release(name: str, entry: Any, pos: Pos, root: Path, out: _Collector) -> Release | None:
@@ -211,8 +211,7 @@ def _parse_device(key: Any, entry: Any, pos: Pos, out: _Collector) -> Device | N
     mac = ":".join(digits[i : i + 2] for i in range(0, 12, 2))
     field = f"devices.{mac}"
     if entry is None:
-        entry = Map()
-        entry.pos, entry.key_pos, entry.value_pos = pos, {}, {}
+        entry = Map.empty(pos)
     if not isinstance(entry, Map):
         out.add(pos, field, "expected a mapping of device fields")
         return None
@@ -309,7 +308,7 @@ def _parse_group(name: str, entry: Any, pos: Pos, out: _Collector) -> Group | No
         mac = ":".join(digits[i : i + 2] for i in range(0, 12, 2))
         if mac not in macs:
             macs.append(mac)
-            group.field_pos[f"members:{mac}"] = where
+            group.field_pos[f"members:{mac}"] = (where.line, where.column)
     group.members = tuple(macs)
     if not members and not group.selector:
         out.add(pos, field, "a group needs `members:` and/or a selector "
@@ -409,7 +408,7 @@ def _parse_rollout(name: str, entry: Any, pos: Pos, out: _Collector) -> Rollout 
             if key in to:
                 names = _strings(to[key], to.where(key), f"{field}.to.{key}", out, f"a list of {key}")
                 setattr(rollout, key, names or ())
-                rollout.field_pos[f"to.{key}"] = to.where(key)
+                rollout.field_pos[f"to.{key}"] = to.value_pos[key]
     else:
         out.add(entry.where("to"), f"{field}.to",
                 f"expected `all`, or a mapping with `groups:` and/or `channels:`, found {to!r}")
@@ -441,7 +440,7 @@ def _parse_rules(doc: Map, fleet: Fleet, out: _Collector) -> None:
         section = _section(doc, key, out) if key in doc else None
         store: dict[str, Any] = getattr(fleet, key)
         for name, entry in (section or {}).items():
-            pos = section.key_pos[name]
+            pos = section.key_where(name)
             if not isinstance(name, str) or not _NAME.fullmatch(name):
                 out.add(pos, key, f"{what} name {name!r}: use letters, digits, '.', '_', '+', '-'")
                 continue
@@ -539,13 +538,13 @@ def parse_documents(docs: Iterable[tuple[Path, Any]], root: Path, out: _Collecto
             continue
         for key in doc:
             if key in RESERVED:
-                out.add(doc.key_pos[key], str(key), "not supported by this version of otapub")
+                out.add(doc.key_where(key), str(key), "not supported by this version of otapub")
             elif key not in TOP_LEVEL:
-                out.add(doc.key_pos[key], str(key),
+                out.add(doc.key_where(key), str(key),
                         f"unknown top-level key (allowed: {', '.join(TOP_LEVEL)})")
         section = _section(doc, "releases", out) if "releases" in doc else None
         for name, entry in (section or {}).items():
-            pos = section.key_pos[name]
+            pos = section.key_where(name)
             if not isinstance(name, str) or not _NAME.fullmatch(name):
                 out.add(pos, "releases", f"release name {name!r}: use letters, digits, '.', '_', '+', '-'")
                 continue
@@ -559,7 +558,7 @@ def parse_documents(docs: Iterable[tuple[Path, Any]], root: Path, out: _Collecto
                 releases[name] = release
         section = _section(doc, "devices", out) if "devices" in doc else None
         for key, entry in (section or {}).items():
-            device = _parse_device(key, entry, section.key_pos[key], out)
+            device = _parse_device(key, entry, section.key_where(key), out)
             if device is None:
                 continue
             if device.mac in devices:
@@ -626,7 +625,7 @@ def load_fleet(fleet_dir: Path, root: Path,
     docs: list[tuple[Path, Any]] = []
     for path in sorted({*(fleet_files(fleet_dir) if fleet_dir.is_dir() else ()), *extra}):
         try:
-            docs.append((path, (read or _read)(path, _rel(path, root))))
+            docs.append((path, (read or read_yaml)(path, _rel(path, root))))
         except YAMLProblem as exc:
             out.problems.append(exc.problem)
     fleet = parse_documents(docs, root, out)
@@ -641,15 +640,6 @@ def load_fleet_texts(fleet_dir: Path, root: Path, texts: Mapping[Path, str]) -> 
     ``otapub device`` validates an edit this way before it writes anything.
     """
     def read(path: Path, name: str) -> Any:
-        return load_yaml(texts[path], name) if path in texts else _read(path, name)
+        return load_yaml(texts[path], name) if path in texts else read_yaml(path, name)
 
     return load_fleet(fleet_dir, root, read, extra=texts)
-
-
-def _read(path: Path, name: str) -> Any:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise YAMLProblem(Problem(name, None, None, "", f"cannot read: {exc.strerror}")) from None
-    return load_yaml(data, name)
-

@@ -9,8 +9,20 @@ from pathlib import Path
 from otapub.yamlsource import Pos
 
 
+class _Located:
+    """Where a declaration stands: ``pos``, and in ``field_pos`` the 1-based (line, column) of
+    each field's value in the same file (plain pairs: a Pos is made only when one is reported)."""
+
+    pos: Pos  # declared by each dataclass below (annotations of a plain base are not fields)
+    field_pos: dict[str, tuple[int, int]]
+
+    def where(self, name: str) -> Pos:
+        found = self.field_pos.get(name)
+        return Pos(self.pos.file, *found) if found else self.pos
+
+
 @dataclass
-class Release:
+class Release(_Located):
     name: str
     version: str
     pos: Pos
@@ -26,17 +38,14 @@ class Release:
     allow_downgrade: bool = False  # may be offered to devices that report a newer version
     secure_version: int | None = None  # declared anti-rollback counter; checked against the image
     allow_secure_version_rollback: bool = False  # may replace a target with a higher secure_version
-    field_pos: dict[str, Pos] = field(default_factory=dict)
-
-    def where(self, name: str) -> Pos:
-        return self.field_pos.get(name, self.pos)
+    field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def fits_hardware(self, hardware: str | None) -> bool:
         return self.hardware is None or (hardware is not None and hardware in self.hardware)
 
 
 @dataclass
-class Device:
+class Device(_Located):
     mac: str  # AA:BB:CC:DD:EE:FF
     mac12: str  # AABBCCDDEEFF
     pos: Pos
@@ -49,27 +58,21 @@ class Device:
     chip: str | None = None  # declared; its target release must be for this chip
     allow_downgrade: bool = False  # may be offered a release older than it reports
     allow_secure_version_rollback: bool = False  # its target may move to a lower secure_version
-    field_pos: dict[str, Pos] = field(default_factory=dict)
-
-    def where(self, name: str) -> Pos:
-        return self.field_pos.get(name, self.pos)
+    field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 DEFAULT_CHANNEL = "stable"
 
 
 @dataclass
-class Group:
+class Group(_Located):
     """A named set of devices: explicit members and/or a selector on device fields."""
 
     name: str
     pos: Pos
     members: tuple[str, ...] = ()  # normalised MACs
     selector: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> patterns (any of)
-    field_pos: dict[str, Pos] = field(default_factory=dict)
-
-    def where(self, name: str) -> Pos:
-        return self.field_pos.get(name, self.pos)
+    field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,7 +92,7 @@ class Stage:
 
 
 @dataclass
-class Rollout:
+class Rollout(_Located):
     """Which release a share of an audience gets, in stages that open at given times."""
 
     name: str
@@ -101,10 +104,7 @@ class Rollout:
     stages: tuple[Stage, ...] = ()
     paused: bool = False
     priority: int = 0
-    field_pos: dict[str, Pos] = field(default_factory=dict)
-
-    def where(self, name: str) -> Pos:
-        return self.field_pos.get(name, self.pos)
+    field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass

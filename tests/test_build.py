@@ -2,10 +2,13 @@
 
 import json
 import logging
+import os
 import shutil
+import time
 
 import pytest
 
+from otapub import parsecache
 from otapub.build import build_site
 from otapub.firmware import digest_file
 from otapub.tokens import djb2_0, djb2_5381
@@ -87,6 +90,54 @@ def test_lost_state_still_does_not_rewrite_unchanged_files(example):
     result = build_site(example.config())
     assert result.written == []
     assert example.snapshot() == before
+
+
+def _age(*paths) -> None:
+    """Date files a minute back: the parse cache skips files modified within the last seconds."""
+    past = time.time() - 60
+    for path in paths:
+        os.utime(path, (past, past))
+
+
+def _count_parses(monkeypatch) -> list[str]:
+    parsed: list[str] = []
+    real = parsecache.read_yaml
+    monkeypatch.setattr(parsecache, "read_yaml", lambda path, name: parsed.append(name) or real(path, name))
+    return parsed
+
+
+def test_only_changed_fleet_files_are_parsed_again(example, monkeypatch):
+    fleet = example.root / "fleet"
+    extra = example.write("fleet/more.yaml", "devices:\n  aa-bb-cc-00-00-02: {device_id: extra}\n")
+    _age(fleet / "releases.yaml", fleet / "devices.yaml", extra)
+    build_site(example.config())
+    parsed = _count_parses(monkeypatch)
+    path = fleet / "devices.yaml"
+    path.write_text(path.read_text().replace("device_id: spare", "device_id: spare-renamed"))
+    extra.unlink()
+    result = build_site(example.config())
+    assert parsed == ["fleet/devices.yaml"]
+    assert answer(example, "AABBCC000001", djb2_5381("AABBCC000001", SECRET))["device_id"] == "spare-renamed"
+    assert len(result.pruned) == 1, "the removed file's device is gone"
+    assert len(list((example.root / ".otapub/fleet-cache").iterdir())) == 2, "more.yaml's entry is pruned"
+
+
+def test_damaged_or_foreign_parse_cache_is_ignored(example, monkeypatch):
+    fleet = example.root / "fleet"
+    _age(fleet / "releases.yaml", fleet / "devices.yaml")
+    build_site(example.config())
+    before = example.snapshot()
+    entries = sorted((example.root / ".otapub/fleet-cache").iterdir())
+    assert len(entries) == 2 and all(e.stat().st_mode & 0o777 == 0o600 for e in entries)
+    entries[0].write_bytes(b"not a pickle")
+    entries[1].chmod(0o644)  # e.g. checked into git: never unpickled
+    parsed = _count_parses(monkeypatch)
+    assert build_site(example.config(), force=True).written == []
+    assert sorted(parsed) == ["fleet/devices.yaml", "fleet/releases.yaml"]
+    assert example.snapshot() == before
+    parsed.clear()
+    build_site(example.config(), force=True)
+    assert parsed == [], "both entries were written again"
 
 
 def test_removed_device_answer_is_pruned(example):
