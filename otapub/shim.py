@@ -294,7 +294,7 @@ class Shim:
         if status == 200:
             wrapper = environ.get("wsgi.file_wrapper")
             if wrapper is not None:
-                return wrapper(handle, 1 << 16)  # sendfile() where the server can
+                return wrapper(handle, 1 << 20)  # sendfile() where the server can
         handle.seek(start)
         return _limited(handle, length)
 
@@ -326,7 +326,7 @@ def _offer(target: tuple[int, ...], reported: tuple[int, ...], allow_downgrade: 
 def _limited(handle: Any, length: int) -> Iterator[bytes]:
     with handle:
         while length > 0:
-            chunk = handle.read(min(length, 1 << 16))
+            chunk = handle.read(min(length, 1 << 20))
             if not chunk:
                 return
             length -= len(chunk)
