@@ -140,7 +140,8 @@ def checksum(file: Path, as_json: bool) -> None:
 @main.command()
 @click.option("--host", help="Address to listen on (default: server_host).")
 @click.option("--port", type=int, help="Port (default: server_port).")
-@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (default: one per core).")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Worker processes (default: one per core plus one; gunicorn: two per core, at most 8).")
 @click.option("--server", type=click.Choice(("granian", "gunicorn")), default="granian", show_default=True,
               help="Production WSGI server to run the shim under.")
 @pass_ctx

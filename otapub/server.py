@@ -89,6 +89,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None, work
     if config.source is not None:
         os.environ["OTAPUB_CONFIG"] = str(config.source)  # the worker processes load the same config
     Granian("otapub.server:app_from_environment", factory=True, address=host, port=port,
-            interface=Interfaces.WSGI, workers=workers or cores, blocking_threads=2, backpressure=128,
+            interface=Interfaces.WSGI, workers=workers or cores + 1,  # cores + 1: the best measured on 2 cores
+            blocking_threads=2, backpressure=128,
             log_level=config.log_level.lower(), log_access=False,  # check-ins are the access log, token-free
             respawn_failed_workers=True, websockets=False).serve()
