@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 import fleetgen  # noqa: E402
 import machine  # noqa: E402
 
-SECRET = "bench-secret-4b1d9e07c2a5"  # noqa: S105 (a benchmark's throwaway secret)
+SECRET = fleetgen.SECRET
 STEP_TIMEOUT = 300  # seconds; no single build may take longer
 
 _SUMMARY = re.compile(r"(\d+) files written, (\d+) pruned, (\d+) firmware hashed \[([\d.]+)s\]")

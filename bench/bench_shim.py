@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 import fleetgen  # noqa: E402
 import machine  # noqa: E402
 
-SECRET = "bench-secret-4b1d9e07c2a5"  # noqa: S105 (a benchmark's throwaway secret)
+SECRET = fleetgen.SECRET
 HOST = "127.0.0.1"
 BUILD_TIMEOUT = 300
 START_TIMEOUT = 30

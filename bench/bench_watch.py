@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
 import fleetgen  # noqa: E402
 import machine  # noqa: E402
 
-SECRET = "bench-secret-4b1d9e07c2a5"  # noqa: S105 (a benchmark's throwaway secret)
+SECRET = fleetgen.SECRET
 HOST = "127.0.0.1"
 START_TIMEOUT = 120.0  # seconds for watch's first build and its server to come up
 CHANGE_TIMEOUT = 30.0  # seconds for one change to be served

@@ -36,6 +36,8 @@ HARDWARE = "FireBeetle 2 ESP32-C6"
 CHIP = "esp32c6"
 DEVICE_DIR = "fleet/devices"
 
+SECRET = "bench-secret-4b1d9e07c2a5"  # noqa: S105 (the benchmarks' throwaway fleet secret)
+
 
 @dataclass
 class Fleet:
