@@ -292,38 +292,52 @@ def test_concurrent_workers_append_whole_lines(served):
     assert len(checkins(served)) == before + 400  # every line parses: none interleaved
 
 
-def test_site_rebuilds_are_served_live_without_failures(served):
-    """Serve continuously while releases change; no request fails, no answer names a missing file."""
-    python_only(served, "live rebuilds under the production server; the Worker's site changes by deploy or R2 publish "
-                "(test_r2_republish_keeps_every_answers_firmware)")
-    repo = served.repo
+def devices_during(served, change) -> tuple[list, list]:
+    """Four devices check and download in a loop while ``change()`` runs; (failures, check statuses)."""
     stop = threading.Event()
     failures: list = []
+    checks: list = []
 
     def device_loop():
         while not stop.is_set():
             status, body = served.json(check(version="0.0.1"), {"X-Device-Auth": EEFF})
+            checks.append(status)
             if status != 200 or not body.get("update_available"):
                 failures.append((status, body))
                 continue
-            st, headers, data = served.request(body["firmware_url"].removeprefix(served.base))
+            st, _headers, data = served.request(body["firmware_url"].removeprefix(served.base))
             if st != 200 or len(data) != body["size"]:
                 failures.append(("download", st, body["firmware_url"]))
 
     threads = [threading.Thread(target=device_loop) for _ in range(4)]
     for t in threads:
         t.start()
-    releases = repo.root / "fleet/releases.yaml"
-    original = releases.read_text()
     try:
-        for i in range(12):
-            repo.firmware("panic_1.3.8.bin", size=4000, seed=i)  # a valid image, other bytes each build
-            build_site(repo.config())
-            time.sleep(0.05)
+        change()
     finally:
         stop.set()
         for t in threads:
             t.join()
+    return failures, checks
+
+
+def test_site_rebuilds_are_served_live_without_failures(served):
+    """Serve continuously while releases change; no request fails, no answer names a missing file."""
+    python_only(served, "live rebuilds under the production server; the Worker's site changes by deploy or R2 publish "
+                "(test_r2_republish_keeps_every_answers_firmware)")
+    repo = served.repo
+    releases = repo.root / "fleet/releases.yaml"
+    original = releases.read_text()
+
+    def rebuild_repeatedly():
+        for i in range(12):
+            repo.firmware("panic_1.3.8.bin", size=4000, seed=i)  # a valid image, other bytes each build
+            build_site(repo.config())
+            time.sleep(0.05)
+
+    try:
+        failures, _checks = devices_during(served, rebuild_repeatedly)
+    finally:
         repo.firmware("panic_1.3.8.bin", size=4000)
         releases.write_text(original)
         build_site(repo.config())
@@ -335,34 +349,17 @@ def test_r2_republish_keeps_every_answers_firmware(served):
     if served.kind != "worker-r2":
         pytest.skip("worker-r2 only: the R2 publish step (edge/cloudflare/lib/publish.mjs)")
     repo = served.repo
-    stop = threading.Event()
-    failures: list = []
-    checks = []
-
-    def device_loop():
-        while not stop.is_set():
-            status, body = served.json(check(version="0.0.1"), {"X-Device-Auth": EEFF})
-            checks.append(status)
-            if status != 200 or not body.get("update_available"):
-                failures.append((status, body))
-                continue
-            st, headers, data = served.request(body["firmware_url"].removeprefix(served.base))
-            if st != 200 or len(data) != body["size"]:
-                failures.append(("download", st, body["firmware_url"]))
-
-    threads = [threading.Thread(target=device_loop) for _ in range(4)]
-    for t in threads:
-        t.start()
     summaries = []
-    try:
+
+    def rebuild_and_publish():
         for i in range(6):
             repo.firmware("panic_1.3.8.bin", size=4000, seed=100 + i)
             build_site(repo.config())
             summaries.append(served.publish())
+
+    try:
+        failures, checks = devices_during(served, rebuild_and_publish)
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
         repo.firmware("panic_1.3.8.bin", size=4000)
         build_site(repo.config())
         served.publish()
