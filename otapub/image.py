@@ -82,6 +82,19 @@ CHIPS: dict[str, Chip] = {
 _CHIPS_BY_ID = {chip.chip_id: chip for chip in CHIPS.values()}
 
 
+def xor_checksum(data: bytes | memoryview, seed: int = CHECKSUM_SEED) -> int:
+    """``seed`` XOR every byte of ``data``: eight bytes at a time, then the eight of the result
+    (a byte-by-byte reduce took 16 ms per MiB of firmware)."""
+    view = memoryview(data).cast("B")
+    whole = len(view) - len(view) % 8
+    value = seed
+    for byte in reduce(xor, view[:whole].cast("Q"), 0).to_bytes(8, "little"):
+        value ^= byte
+    for byte in view[whole:]:
+        value ^= byte
+    return value
+
+
 class ImageError(OtapubError, ValueError):
     """The bytes are not a valid ESP32-family application image; the message says why."""
 
@@ -183,7 +196,7 @@ def inspect_image(data: bytes) -> ImageInfo:
                 f"truncated: segment {index} (length {length:#x} at offset {pos:#x}) runs past "
                 f"the end of the {size}-byte file"
             )
-        checksum = reduce(xor, memoryview(data)[pos + SEGMENT_HEADER.size : end], checksum)
+        checksum = xor_checksum(memoryview(data)[pos + SEGMENT_HEADER.size : end], checksum)
         segments.append(Segment(load_addr, pos, length))
         pos = end
 

@@ -9,19 +9,17 @@ verification (segment/MMU page alignment, checksum, SHA-256) passes.
 from __future__ import annotations
 
 import hashlib
-from functools import reduce
-from operator import xor
 
 from .image import (
     APP_DESC,
     APP_DESC_MAGIC,
     APP_DESC_SIZE,
-    CHECKSUM_SEED,
     CHIPS,
     HEADER,
     IMAGE_MAGIC,
     SEGMENT_HEADER,
     SHA256_LEN,
+    xor_checksum,
 )
 
 _FLASH_MODE_DIO = 2
@@ -92,7 +90,7 @@ def make_app_image(
     for addr, data in ((drom_addr, drom), (irom_addr, filler)):
         body += SEGMENT_HEADER.pack(addr, len(data)) + data
     body += bytes(15 - len(body) % 16)
-    body.append(reduce(xor, drom + filler, CHECKSUM_SEED))
+    body.append(xor_checksum(drom + filler))
     if hash_appended:
         body += hashlib.sha256(body).digest()
     return bytes(body)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from otapub.image import APP_DESC, CHIPS, ImageError, ImageInfo, inspect_file, inspect_image
+from otapub.image import APP_DESC, CHIPS, ImageError, ImageInfo, inspect_file, inspect_image, xor_checksum
 from otapub.imagegen import make_app_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +95,20 @@ REJECTED_FIXTURES = {
         "truncated: segment 3 (length 0x15ce8 at offset 0x10018) runs past the end of the 90000-byte file"
     ),
 }
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099])
+def test_xor_checksum_eight_bytes_at_a_time_is_the_bytewise_xor(length: int) -> None:
+    data = hashlib.shake_256(f"xor-{length}".encode()).digest(length) if length else b""
+
+    def bytewise(chunk: bytes, seed: int) -> int:
+        for byte in chunk:
+            seed ^= byte
+        return seed
+
+    assert xor_checksum(data) == bytewise(data, 0xEF)
+    # a segment's data starts anywhere in the file: an unaligned view
+    assert xor_checksum(memoryview(data)[1:], 0x12) == bytewise(data[1:], 0x12)
 
 
 @pytest.mark.parametrize("name", sorted(APP_FIXTURES))
