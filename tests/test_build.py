@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,40 +101,61 @@ def _age(*paths) -> None:
 
 
 def _count_parses(monkeypatch) -> list[str]:
+    """Names of the files libyaml parses from now on (the parse cache's misses)."""
     parsed: list[str] = []
-    real = parsecache.read_yaml
-    monkeypatch.setattr(parsecache, "read_yaml", lambda path, name: parsed.append(name) or real(path, name))
+    real = parsecache.libyaml_load
+    monkeypatch.setattr(parsecache, "libyaml_load", lambda data, name: parsed.append(name) or real(data, name))
     return parsed
+
+
+def _cache_entries(example) -> list[Path]:
+    return sorted((example.root / ".otapub/fleet-cache").iterdir())
 
 
 def test_only_changed_fleet_files_are_parsed_again(example, monkeypatch):
     fleet = example.root / "fleet"
-    extra = example.write("fleet/more.yaml", "devices:\n  aa-bb-cc-00-00-02: {device_id: extra}\n")
-    _age(fleet / "releases.yaml", fleet / "devices.yaml", extra)
+    # Flow style is libyaml's: these files are cached. devices.yaml is plain `key: value`.
+    more = example.write("fleet/more.yaml", "devices:\n  aa-bb-cc-00-00-02: {device_id: extra}\n")
+    other = example.write("fleet/other.yaml", "devices:\n  aa-bb-cc-00-00-03: {device_id: other}\n")
+    _age(fleet / "releases.yaml", fleet / "devices.yaml", more, other)
+    build_site(example.config())
+    assert len(_cache_entries(example)) == 3, "releases.yaml, more.yaml, other.yaml; not the plain devices.yaml"
+    parsed = _count_parses(monkeypatch)
+    more.write_text(more.read_text().replace("device_id: extra", "device_id: extra-renamed"))
+    other.unlink()
+    result = build_site(example.config())
+    assert parsed == ["fleet/more.yaml"]
+    assert answer(example, "AABBCC000002", djb2_5381("AABBCC000002", SECRET))["device_id"] == "extra-renamed"
+    assert len(result.pruned) == 1, "the removed file's device is gone"
+    assert len(_cache_entries(example)) == 2, "other.yaml's entry is pruned"
+
+
+def test_plain_fleet_files_are_read_again_not_cached(example, monkeypatch):
+    fleet = example.root / "fleet"
+    _age(fleet / "releases.yaml", fleet / "devices.yaml")
     build_site(example.config())
     parsed = _count_parses(monkeypatch)
     path = fleet / "devices.yaml"
     path.write_text(path.read_text().replace("device_id: spare", "device_id: spare-renamed"))
-    extra.unlink()
-    result = build_site(example.config())
-    assert parsed == ["fleet/devices.yaml"]
+    build_site(example.config())
+    assert parsed == [], "the plain file is read by the fast reader, releases.yaml comes from the cache"
     assert answer(example, "AABBCC000001", djb2_5381("AABBCC000001", SECRET))["device_id"] == "spare-renamed"
-    assert len(result.pruned) == 1, "the removed file's device is gone"
-    assert len(list((example.root / ".otapub/fleet-cache").iterdir())) == 2, "more.yaml's entry is pruned"
+    assert len(_cache_entries(example)) == 1, "only releases.yaml (a flow-style list) is cached"
 
 
 def test_damaged_or_foreign_parse_cache_is_ignored(example, monkeypatch):
     fleet = example.root / "fleet"
-    _age(fleet / "releases.yaml", fleet / "devices.yaml")
+    more = example.write("fleet/more.yaml", "devices:\n  aa-bb-cc-00-00-02: {device_id: extra}\n")
+    _age(fleet / "releases.yaml", fleet / "devices.yaml", more)
     build_site(example.config())
     before = example.snapshot()
-    entries = sorted((example.root / ".otapub/fleet-cache").iterdir())
+    entries = _cache_entries(example)
     assert len(entries) == 2 and all(e.stat().st_mode & 0o777 == 0o600 for e in entries)
     entries[0].write_bytes(b"not a pickle")
     entries[1].chmod(0o644)  # e.g. checked into git: never unpickled
     parsed = _count_parses(monkeypatch)
     assert build_site(example.config(), force=True).written == []
-    assert sorted(parsed) == ["fleet/devices.yaml", "fleet/releases.yaml"]
+    assert sorted(parsed) == ["fleet/more.yaml", "fleet/releases.yaml"]
     assert example.snapshot() == before
     parsed.clear()
     build_site(example.config(), force=True)
