@@ -35,6 +35,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _URL = re.compile(r"https?://[^\s/]+/\S*")
+_CANONICAL_MAC = re.compile(r"(?:[0-9A-F]{2}:){5}[0-9A-F]{2}")
+_DEVICE_KEY_SET = frozenset(DEVICE_KEYS)
 
 
 class _Collector:
@@ -202,27 +204,42 @@ def _inside(root: Path, text: str, pos: Pos, field: str, out: _Collector) -> Pat
     return resolved
 
 
+def _entry_text(entry: Map, key: str, field: str, out: _Collector, pattern: re.Pattern | None = None,
+                expected: str = "a string") -> str | None:
+    """``_text`` of ``entry[key]`` (problems name ``field.key``), with the position and the field
+    name made only when there is a problem to report: this runs for every field of every device."""
+    value = entry[key]
+    if type(value) is str and value.strip() and (pattern is None or pattern.fullmatch(value)):
+        return value
+    return _text(value, entry.where(key), f"{field}.{key}", out, pattern, expected)
+
+
 def _parse_device(key: Any, entry: Any, pos: Pos, out: _Collector) -> Device | None:
-    try:
-        digits = to_mac12(key if isinstance(key, str) else str(key))
-    except ValueError as exc:
-        out.add(pos, "devices", str(exc))
-        return None
-    mac = ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+    if type(key) is str and _CANONICAL_MAC.fullmatch(key):  # the usual spelling: nothing to normalise
+        mac, digits = key, key.replace(":", "")
+    else:
+        try:
+            digits = to_mac12(key if isinstance(key, str) else str(key))
+        except ValueError as exc:
+            out.add(pos, "devices", str(exc))
+            return None
+        mac = ":".join(digits[i : i + 2] for i in range(0, 12, 2))
     field = f"devices.{mac}"
     if entry is None:
         entry = Map.empty(pos)
     if not isinstance(entry, Map):
         out.add(pos, field, "expected a mapping of device fields")
         return None
-    _check_keys(entry, DEVICE_KEYS, f"device {mac}", out)
-    device = Device(mac=mac, mac12=digits, pos=pos, field_pos=dict(entry.value_pos))
-    for name in ("device_id", "hardware"):
-        if name in entry:
-            setattr(device, name, _text(entry[name], entry.where(name), f"{field}.{name}", out))
+    if not _DEVICE_KEY_SET.issuperset(entry):
+        _check_keys(entry, DEVICE_KEYS, f"device {mac}", out)
+    # The parsed document is not used after this: the device keeps its positions table.
+    device = Device(mac=mac, mac12=digits, pos=pos, field_pos=entry.value_pos)
+    if "device_id" in entry:
+        device.device_id = _entry_text(entry, "device_id", field, out)
+    if "hardware" in entry:
+        device.hardware = _entry_text(entry, "hardware", field, out)
     if "release" in entry:
-        device.release = _text(entry["release"], entry.where("release"), f"{field}.release", out,
-                               expected="a release name")
+        device.release = _entry_text(entry, "release", field, out, expected="a release name")
     if "target_version" in entry:
         device.target_version = _version(entry["target_version"], entry.where("target_version"),
                                          f"{field}.target_version", out)
@@ -232,8 +249,7 @@ def _parse_device(key: Any, entry: Any, pos: Pos, out: _Collector) -> Device | N
     if "token_scheme" in entry:
         device.token_scheme = _choice(entry, "token_scheme", field, sorted(SCHEMES), out)
     if "channel" in entry:
-        device.channel = _text(entry["channel"], entry.where("channel"), f"{field}.channel", out, _NAME,
-                               "a channel name")
+        device.channel = _entry_text(entry, "channel", field, out, _NAME, "a channel name")
     if "chip" in entry:
         device.chip = _chip(entry["chip"], entry.where("chip"), f"{field}.chip", out)
     if "allow_downgrade" in entry:
