@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +36,7 @@ from otapub.rollout import validity
 from otapub.secure_build import SecureBuild
 from otapub.targets import Rules, Target, compatibility_problems, resolve
 from otapub.tokens import device_token
+from otapub.yamlsource import fleet_files
 
 log = logging.getLogger(__name__)
 
@@ -162,21 +163,55 @@ def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: d
         urls[release.name] = fields
     problems: list[Problem] = []
     dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    encoders: dict[tuple[str | None, bool], Callable[[Any, Any, Any], bytes]] = {}
     for mac, device in fleet.devices.items():
         token = device_token(device.mac12, secret, device.token_scheme or default_scheme)
         path = answer_path(token, device.mac12)
         if path in answers:  # cannot happen with distinct MACs; refuse rather than overwrite
             problems.append(device.pos.problem(f"devices.{mac}", f"answer path collision at {path}"))
             continue
-        answer: dict[str, Any] = {"device_id": device.device_id, "mac": mac, "hardware": device.hardware}
         release = targets.get(mac)
-        answer.update(urls[release.name] if release is not None else {"release": None})
-        if release is not None and (release.allow_downgrade or device.allow_downgrade):
-            answer["allow_downgrade"] = True  # the shim then offers it below the reported version too
-        answers[path] = dumps(answer).encode("utf-8")
+        # allow_downgrade: the shim then offers the release below the reported version too
+        kind = (release.name, release.allow_downgrade or device.allow_downgrade) if release is not None \
+            else (None, False)
+        encode = encoders.get(kind)
+        if encode is None:
+            fields = dict(urls[release.name]) if release is not None else {"release": None}
+            if kind[1]:
+                fields["allow_downgrade"] = True
+            encode = encoders[kind] = _answer_encoder(fields, dumps)
+        answers[path] = encode(device.device_id, device.hardware, mac)
     if problems:
         raise ValidationError(problems)
     return Plan(fleet, answers, firmware, digests, len(urls), release_fields=urls)
+
+
+_DEVICE_FIELDS = ("device_id", "hardware", "mac")  # an answer's own fields, in key order
+
+
+def _answer_encoder(fields: dict[str, Any], dumps: Callable[[Any], str]) -> Callable[[Any, Any, Any], bytes]:
+    """``dumps({device_id, hardware, mac, **fields}).encode()`` as a function of the device's fields.
+
+    ``dumps`` sorts keys and separates without spaces, so an answer is a fixed sequence of
+    ``"key":value`` items: the release's are encoded once here, and each device costs three
+    string encodings and a join instead of a JSON encoding of the whole answer.
+    """
+    pieces: list[str] = []  # the text before each device field's value, then the closing text
+    text = "{"
+    for index, key in enumerate(sorted([*fields, *_DEVICE_FIELDS])):
+        text += "," if index else ""
+        if key in _DEVICE_FIELDS:
+            pieces.append(text + dumps(key) + ":")
+            text = ""
+        else:
+            text += f"{dumps(key)}:{dumps(fields[key])}"
+    first, second, third = pieces
+    last = text + "}"
+
+    def encode(device_id: Any, hardware: Any, mac: Any) -> bytes:
+        return "".join((first, dumps(device_id), second, dumps(hardware), third, dumps(mac), last)).encode("utf-8")
+
+    return encode
 
 
 class _State:
@@ -299,40 +334,44 @@ def build_site(config: Config, now: datetime | None = None, force: bool = False)
     _secret(config)
     secure = SecureBuild(config, now)  # loads the signing key: a bad key fails before anything else
     with exclusive_lock(state_dir / "build.lock"), _cycle_collector_paused():
-        state = _State(state_dir / "state.json")
-        secure.load_state(state_dir, site)
-        from otapub.yamlsource import fleet_files
-
-        files = fleet_files(config.path("fleet_dir")) if config.path("fleet_dir").is_dir() else []
-        fingerprint = _fingerprint(config, files, state.inputs)
-        record_path = site / RECORD
-        record_ok = state.record is not None and record_path.is_file() and \
-            _hash(record_path.read_bytes()) == state.record
-        if not force and record_ok and fingerprint == state.fingerprint and state.valid_at(now) \
-                and not secure.due():
-            result = BuildResult(noop=True, devices=json.loads(record_path.read_bytes()).get("devices", 0))
-            result.seconds = time.monotonic() - started
-            return result
-        cache = DigestCache(state.digests)
-        images = ImageCache(state.images)
-        parsed = ParseCache(state_dir / PARSED_DIR)
-        fleet = load_fleet(config.path("fleet_dir"), config.root, read=parsed.read)
-        parsed.prune()
-        plan = plan_site(config, now, cache, images=images, fleet=fleet)
-        secure.apply(plan)  # anti-rollback check; signatures, expiry, manifest_version, keys.json
-        result = _publish(config, site, plan, state, record_ok and not force)
-        secure.save()
-        result.hashed = len(cache.hashed)
-        result.inspected = len(images.inspected)
-        state.digests = {k: v for k, v in cache.entries.items() if Path(k).exists()}
-        state.images = {k: v for k, v in images.entries.items() if k in state.digests}
-        state.valid_from, state.valid_until = (t.isoformat() if t else None for t in (plan.valid_from,
-                                                                                    plan.valid_until))
-        state.inputs = sorted({str(r.file) for r in plan.fleet.releases.values() if r.file is not None})
-        state.fingerprint = _fingerprint(config, files, state.inputs)
-        state.save()
+        # The build's data dies when _build_locked returns, before the collector runs again:
+        # its first collection then has next to nothing to walk (0.18 s less at 100,000 devices).
+        result = _build_locked(config, site, state_dir, secure, now, force)
     result.seconds = time.monotonic() - started
     log.debug("build: %s", result.summary())
+    return result
+
+
+def _build_locked(config: Config, site: Path, state_dir: Path, secure: SecureBuild, now: datetime,
+                  force: bool) -> BuildResult:
+    state = _State(state_dir / "state.json")
+    secure.load_state(state_dir, site)
+    files = fleet_files(config.path("fleet_dir")) if config.path("fleet_dir").is_dir() else []
+    fingerprint = _fingerprint(config, files, state.inputs)
+    record_path = site / RECORD
+    record_ok = state.record is not None and record_path.is_file() and \
+        _hash(record_path.read_bytes()) == state.record
+    if not force and record_ok and fingerprint == state.fingerprint and state.valid_at(now) \
+            and not secure.due():
+        return BuildResult(noop=True, devices=json.loads(record_path.read_bytes()).get("devices", 0))
+    cache = DigestCache(state.digests)
+    images = ImageCache(state.images)
+    parsed = ParseCache(state_dir / PARSED_DIR)
+    fleet = load_fleet(config.path("fleet_dir"), config.root, read=parsed.read)
+    parsed.prune()
+    plan = plan_site(config, now, cache, images=images, fleet=fleet)
+    secure.apply(plan)  # anti-rollback check; signatures, expiry, manifest_version, keys.json
+    result = _publish(config, site, plan, state, record_ok and not force)
+    secure.save()
+    result.hashed = len(cache.hashed)
+    result.inspected = len(images.inspected)
+    state.digests = {k: v for k, v in cache.entries.items() if Path(k).exists()}
+    state.images = {k: v for k, v in images.entries.items() if k in state.digests}
+    state.valid_from, state.valid_until = (t.isoformat() if t else None for t in (plan.valid_from,
+                                                                                plan.valid_until))
+    state.inputs = sorted({str(r.file) for r in plan.fleet.releases.values() if r.file is not None})
+    state.fingerprint = _fingerprint(config, files, state.inputs)
+    state.save()
     return result
 
 

@@ -48,6 +48,33 @@ def test_site_layout_and_answers(example):
     assert not [n for n in names if n.startswith(".")], "uploaders drop dotfiles"
 
 
+def test_answers_are_compact_sorted_json_whatever_the_device_fields_hold(example):
+    # render() encodes each release's part of an answer once and joins the device's fields in:
+    # the bytes must be exactly what a JSON serialiser gives for the whole answer.
+    example.write("fleet/odd.yaml", """\
+        devices:
+          "AA:BB:CC:00:00:10":
+            device_id: "quote\\" back\\\\slash tab\\t ünïcode 😀 \\u2028 </script>"
+            hardware: FireBeetle 2 ESP32-C6
+            release: panic-1.3.8
+            allow_downgrade: true
+          "AA:BB:CC:00:00:11":
+            release: panic-1.3.7
+        """)
+    build_site(example.config())
+    answers = sorted((example.site / "d").rglob("*.json"))
+    assert len(answers) == 5
+    for path in answers:
+        data = path.read_bytes()
+        parsed = json.loads(data)
+        assert data == json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    odd = answer(example, "AABBCC000010", djb2_5381("AABBCC000010", SECRET))
+    assert odd["device_id"] == 'quote" back\\slash tab\t ünïcode 😀 \u2028 </script>'
+    assert odd["allow_downgrade"] is True and odd["release"] == "panic-1.3.8"
+    bare = answer(example, "AABBCC000011", djb2_5381("AABBCC000011", SECRET))
+    assert bare["device_id"] is None and bare["hardware"] is None and "allow_downgrade" not in bare
+
+
 def test_base_url_makes_urls_absolute(example):
     example.set_config(base_url="https://ota.example.com/fw/")
     build_site(example.config())
