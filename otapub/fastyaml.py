@@ -25,6 +25,7 @@ scalars, multi-line scalars, document markers, tabs, empty values, duplicate key
 
 from __future__ import annotations
 
+import functools
 import re
 
 from otapub.yamlsource import Map
@@ -33,18 +34,33 @@ _MAC = r"[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}"  # unquoted: a string (yamlsou
 # Printable characters beyond ASCII, less those YAML reads as line breaks (U+2028, U+2029) and
 # the byte order mark; C1 controls (U+0080-U+009F, with U+0085, another line break) are below.
 _WIDE = "\u00a0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff"
-_DQ = rf'"[ !#-\[\]-~{_WIDE}]*"'  # double-quoted, printable, without " and \ (so no escapes)
-_SQ = rf"'[ -&(-~{_WIDE}]*'"  # single-quoted, printable, without ' (so no '' escapes)
-_PLAIN = rf"A-Za-z0-9_.+/(){_WIDE}-"  # the characters of a plain string
-_LINE = re.compile(
-    rf"""^(?P<indent>[ ]*)
-    (?:(?P<key>[A-Za-z_][A-Za-z0-9_.+/-]*|{_MAC}|{_DQ}|{_SQ}):
-       (?:(?P<gap>[ ]+)(?P<value>{_DQ}|{_SQ}|0|[1-9][0-9]*|[A-Za-z_][{_PLAIN}]*(?:[ ][{_PLAIN}]+)*))?
-       [ ]*)?
-    (?:(?<![^ \n])\#[ -~{_WIDE}]*)?  # a comment: at the start of the line or after a space
-    $""",
-    re.VERBOSE | re.MULTILINE,
-)
+
+
+def _line_pattern(wide: str) -> re.Pattern:
+    """One line of the subset; ``wide``: the characters beyond ASCII it may hold."""
+    dq = rf'"[ !#-\[\]-~{wide}]*"'  # double-quoted, printable, without " and \ (so no escapes)
+    sq = rf"'[ -&(-~{wide}]*'"  # single-quoted, printable, without ' (so no '' escapes)
+    plain = rf"A-Za-z0-9_.+/(){wide}-"  # the characters of a plain string
+    return re.compile(
+        rf"""^(?P<indent>[ ]*)
+        (?:(?P<key>[A-Za-z_][A-Za-z0-9_.+/-]*|{_MAC}|{dq}|{sq}):
+           (?:(?P<gap>[ ]+)(?P<value>{dq}|{sq}|0|[1-9][0-9]*|[A-Za-z_][{plain}]*(?:[ ][{plain}]+)*))?
+           [ ]*)?
+        (?:(?<![^ \n])\#[ -~{wide}]*)?  # a comment: at the start of the line or after a space
+        $""",
+        re.VERBOSE | re.MULTILINE,
+    )
+
+
+_ASCII_LINE = _line_pattern("")
+
+
+@functools.cache
+def _wide_line() -> re.Pattern:
+    """The pattern for text beyond ASCII: compiling its classes takes 15 ms, so only when needed."""
+    return _line_pattern(_WIDE)
+
+
 # Plain scalars YAML 1.1 reads as booleans or null (PyYAML's implicit resolvers).
 _NOT_STRINGS = frozenset(
     "yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF null Null NULL".split()
@@ -62,51 +78,51 @@ def fast_load(data: str | bytes, file: str) -> Map | None:
         text = data
     if "\r" in text:
         return None
-    lines = _LINE.findall(text)  # (indent, key, gap, value) per line that is in the subset
+    pattern = _ASCII_LINE if text.isascii() else _wide_line()
+    lines = pattern.findall(text)  # (indent, key, gap, value) per line that is in the subset
     if len(lines) != text.count("\n") + 1:
         return None  # some line is not
     root: Map | None = None
-    stack: list[tuple[int, Map]] = []  # the open mappings, innermost last, with their indent
-    pending: tuple[Map, str | int] | None = None  # a `key:` whose mapping starts on a later line
-    number = 0
-    for indent_text, key_text, gap, value_text in lines:
-        number += 1
+    stack: list[tuple[int, Map]] = []  # the open mappings, outermost first, with their indent
+    pending: str | int | None = None  # a `key:` of `current` whose mapping starts on a later line
+    # The innermost open mapping and its indent, in locals: most lines are one more key of it.
+    current, indent_now, keys, values = Map(), -1, {}, {}
+    for number, (indent_text, key_text, gap, value_text) in enumerate(lines, 1):
         if not key_text:
             continue  # blank or comment
         indent = len(indent_text)
-        if pending is not None:
-            if indent <= stack[-1][0]:
-                return None  # `key:` with no value (null): libyaml reads it
-            parent, parent_key = pending
-            current = Map()
-            current.file, current.line_column, current.key_pos, current.value_pos = file, (number, indent + 1), {}, {}
-            parent[parent_key] = current
-            parent.value_pos[parent_key] = (number, indent + 1)
-            stack.append((indent, current))
-            pending = None
-        elif root is None:
-            root = Map()
-            root.file, root.line_column, root.key_pos, root.value_pos = file, (number, indent + 1), {}, {}
-            stack.append((indent, root))
-        else:
-            while indent < stack[-1][0]:
-                stack.pop()
-                if not stack:
-                    return None  # left of the top-level keys
-            if indent != stack[-1][0]:
-                return None
-        current = stack[-1][1]
+        if indent != indent_now or pending is not None:
+            if pending is not None:
+                if indent <= indent_now:
+                    return None  # `key:` with no value (null): libyaml reads it
+                child = Map()
+                child.file, child.line_column, child.key_pos, child.value_pos = file, (number, indent + 1), {}, {}
+                current[pending] = child
+                values[pending] = (number, indent + 1)
+                stack.append((indent, child))
+                pending = None
+            elif root is None:
+                root = Map()
+                root.file, root.line_column, root.key_pos, root.value_pos = file, (number, indent + 1), {}, {}
+                stack.append((indent, root))
+            else:
+                while stack and indent < stack[-1][0]:
+                    stack.pop()
+                if not stack or indent != stack[-1][0]:
+                    return None  # between two levels, or left of the top-level keys
+            indent_now, current = stack[-1]
+            keys, values = current.key_pos, current.value_pos
         if key_text[0] == '"' or key_text[0] == "'":
             key = key_text[1:-1]
         elif key_text in _NOT_STRINGS:
             return None
         else:
             key = key_text
-        if key in current.key_pos:
+        if key in keys:
             return None
-        current.key_pos[key] = (number, indent + 1)
+        keys[key] = (number, indent + 1)
         if not value_text:
-            pending = (current, key)
+            pending = key
             continue
         first = value_text[0]
         if first == '"' or first == "'":
@@ -117,7 +133,7 @@ def fast_load(data: str | bytes, file: str) -> Map | None:
             return None
         else:
             current[key] = value_text
-        current.value_pos[key] = (number, indent + len(key_text) + len(gap) + 2)
+        values[key] = (number, indent + len(key_text) + len(gap) + 2)
     if pending is not None:
         return None
     return root
