@@ -317,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
               "change/full": change["wall"] / full["wall"], "force/full": force["wall"] / full["wall"]}
     results["ratios"] = ratios
     print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+    pairs = [f / g for f, g in zip(full["runs"], floor["runs"], strict=True)]
+    results["full_floor_pairs"] = pairs
+    print("full/floor in each round (a build and the floor right after it): "
+          + ", ".join(f"{r:.2f}" for r in pairs))
     targets = [
         ("full build <= 3x floor", ratios["full/floor"] <= 3, f"{ratios['full/floor']:.2f}x"),
         ("no-op <= 10% of full", ratios["noop/full"] <= 0.10, f"{100 * ratios['noop/full']:.1f}%"),
