@@ -14,7 +14,9 @@ The subset, line by line (UTF-8 text, ``\\n`` line ends):
 - ``key: value``, optionally followed by `` # comment``;
 - a key is a plain word (``[A-Za-z_][A-Za-z0-9_.+/-]*``), a MAC address (``AA:BB:..`` or
   ``aa-bb-..``) or a quoted string;
-- a value is a quoted string without escapes, a decimal integer (no sign, no leading zero), or
+- a key has at most 1,000 characters;
+- a value is a quoted string without escapes, a decimal integer (no sign, no leading zero, up
+  to 18 digits), or
   a plain string that starts with an ASCII letter or ``_`` (words separated by single spaces,
   no ``:`` or ``#``) and is not one of YAML 1.1's boolean or null words;
 - beyond ASCII, printable characters in comments, quoted strings and plain strings.
@@ -44,7 +46,7 @@ def _line_pattern(wide: str) -> re.Pattern:
     return re.compile(
         rf"""^(?P<indent>[ ]*)
         (?:(?P<key>[A-Za-z_][A-Za-z0-9_.+/-]*|{_MAC}|{dq}|{sq}):
-           (?:(?P<gap>[ ]+)(?P<value>{dq}|{sq}|0|[1-9][0-9]*|[A-Za-z_][{plain}]*(?:[ ][{plain}]+)*))?
+           (?:(?P<gap>[ ]+)(?P<value>{dq}|{sq}|0|[1-9][0-9]{{0,17}}|[A-Za-z_][{plain}]*(?:[ ][{plain}]+)*))?
            [ ]*)?
         (?:(?<![^ \n])\#[ -~{wide}]*)?  # a comment: at the start of the line or after a space
         $""",
@@ -61,6 +63,7 @@ def _wide_line() -> re.Pattern:
     return _line_pattern(_WIDE)
 
 
+_LONGEST_KEY = 1000  # libyaml refuses a key of over 1,024 characters (an implicit key's limit in YAML)
 # Plain scalars YAML 1.1 reads as booleans or null (PyYAML's implicit resolvers).
 _NOT_STRINGS = frozenset(
     "yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF null Null NULL".split()
@@ -112,6 +115,8 @@ def fast_load(data: str | bytes, file: str) -> Map | None:
                     return None  # between two levels, or left of the top-level keys
             indent_now, current = stack[-1]
             keys, values = current.key_pos, current.value_pos
+        if len(key_text) > _LONGEST_KEY:
+            return None
         if key_text[0] == '"' or key_text[0] == "'":
             key = key_text[1:-1]
         elif key_text in _NOT_STRINGS:

@@ -130,6 +130,16 @@ def _line_column(node: yaml.Node) -> tuple[int, int]:
 class _Constructor(SafeConstructor):
     file = "<yaml>"
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # A scalar its tag cannot hold (`2026-13-01`, `!!int x`, an integer of 5,000 digits) makes
+        # PyYAML's constructors raise ValueError: report it where it stands, as YAML errors are.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            what = f"{node.value!r} " if isinstance(node.value, str) else ""
+            raise ConstructorError(None, None, f"{what}is not a valid {node.tag.rpartition(':')[2]} ({exc})",
+                                   node.start_mark) from None
+
     def _construct(self, node: yaml.Node) -> Any:
         # Most keys and values are strings: take them from the node, which is what construct_object
         # returns for them after a cache lookup and three more calls.

@@ -30,6 +30,25 @@ def test_yaml_syntax_error(example):
     assert one(example, "invalid YAML").startswith("fleet/devices.yaml:3:")
 
 
+@pytest.mark.parametrize("value,expected", [
+    ("2026-13-01", "'2026-13-01' is not a valid timestamp (month must be in 1..12)"),
+    ("!!int twelve", "'twelve' is not a valid int"),
+    ("1" * 5000, "is not a valid int (Exceeds the limit"),
+])
+def test_a_value_its_yaml_type_cannot_hold_is_a_located_yaml_error(example, value, expected):
+    example.write("fleet/rollouts.yaml", f"""\
+        rollouts:
+          r:
+            release: panic-1.3.8
+            to: all
+            stages:
+              - percent: 10
+                not_before: {value}
+        """)
+    found = one(example, "invalid YAML")
+    assert found.startswith("fleet/rollouts.yaml:7:") and expected in found, found
+
+
 def test_duplicate_key_in_one_mapping(example):
     example.write("fleet/more.yaml", "devices:\n  AA:BB:CC:DD:EE:01:\n    device_id: a\n    device_id: b\n")
     assert "fleet/more.yaml:4:5" in one(example, "duplicate key 'device_id'")
