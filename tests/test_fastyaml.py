@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the fast reader takes, and near misses that mean something else to YAML or to libyaml.
 KEYS = ["devices", "device_id", "release", "_x", "a.b", "a/b", "a+b", "k-1", "y", "n", "AA:BB:CC:DD:EE:FF",
         "aa-bb-cc-00-00-01", "11:22:33:44:55:66", "00-11-22-33-44-55", '"AA:BB:CC:DD:EE:FF"', '"a: b"', '"a #b"',
-        '"yes"', '"1"', "'x'", '"ü"']
+        '"yes"', '"1"', "'x'", '"ü"', '""', "'a\\b'"]
 ODD_KEYS = ["on", "yes", "Off", "null", "AABB.CCDD.EEFF", "'it''s'", '"tab\\t"', "1", "1.5", "2026-01-01", "<<",
             "a b", "? a", "&a k", "!t k", "-a", "~", "", "ü", "a:b",
             "k" * 1000, "k" * 1030, '"' + "k" * 1023 + '"']  # libyaml refuses keys of over 1,024 characters
 VALUES = ["plain", "PanicAlarm_EEFF", "FireBeetle 2 ESP32-C6", "bench-1.0.8", "x(1)", "y", "n", "_u", "0", "7", "42",
           '"quoted"', '"a: b #c"', '""', '"yes"', '"1.10"', "'single'", "''", "Küche", "Küche 2", "a\u00a0b",
-          "x\U0001f600", '"naïve: ü"', "'ö'"]
+          "x\U0001f600", '"naïve: ü"', "'ö'", "'back\\slash'", "a - b", "a -b", "x (1)", "_", "e1", "a.inf"]
 ODD_VALUES = ["a  b", "yes", "No", "TRUE", "off", "null", "Null", "~", "007", "0x1F", "0o7", "1_000", "-3", "+3",
               "1.5", "1.3.8", ".inf", ".nan", "1e3", "2026-12-01", "2026-12-01T09:00:00Z", "12:30", "1:2:3",
               "'a''b'", '"esc\\"aped"', '"\\u00e9"', "a#b", "a: b", "[1, 2]", "{a: 1}", "&anchor x", "*alias",
