@@ -214,7 +214,12 @@ def device() -> None:
     """List, show, add, update and delete devices: every change is an edit of the fleet YAML."""
 
 
-def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def _device_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--chip", help="The device's chip (esp32c6, ESP32-C6 …): its target release must be "
+                                       "for it; '' removes it.")(func)
+    func = click.option("--channel", help="Its release channel (default: stable); '' removes it.")(func)
+    func = click.option("--token-scheme", help="Its token scheme, when not the configured token_scheme "
+                                               "(djb2-0: the seed's firmware); '' removes it.")(func)
     func = click.option("--release", help="Pin this release by name.")(func)
     func = click.option("--firmware-file", type=click.Path(dir_okay=False, path_type=Path),
                         help="Use this firmware (copied into firmware_directory when outside it); "
@@ -292,31 +297,35 @@ def _keep(value: str | None) -> Any:
 
 @device.command("add")
 @click.argument("mac")
-@_target_options
+@_device_options
 @pass_ctx
 @handle_errors
 def device_add(ctx: Context, mac: str, device_id: str | None, hardware: str | None, version: str | None,
-               firmware_file: Path | None, release: str | None) -> None:
+               firmware_file: Path | None, release: str | None, token_scheme: str | None, channel: str | None,
+               chip: str | None) -> None:
     """Add a device to default_device_file."""
     from otapub.edit import Target, add_device, parse_mac
 
     target = Target(release=release, version=version, firmware_file=firmware_file)
-    result = add_device(ctx.config, mac, device_id=device_id or None, hardware=hardware or None, target=target)
+    result = add_device(ctx.config, mac, device_id=device_id or None, hardware=hardware or None, target=target,
+                        token_scheme=token_scheme or None, channel=channel or None, chip=chip or None)
     click.echo(_edit_summary("added", parse_mac(mac), result, ctx.config))
 
 
 @device.command("update")
 @click.argument("mac")
-@_target_options
+@_device_options
 @pass_ctx
 @handle_errors
 def device_update(ctx: Context, mac: str, device_id: str | None, hardware: str | None, version: str | None,
-                  firmware_file: Path | None, release: str | None) -> None:
+                  firmware_file: Path | None, release: str | None, token_scheme: str | None, channel: str | None,
+                  chip: str | None) -> None:
     """Change a device in the file that declares it; options not given stay as they are."""
     from otapub.edit import Target, parse_mac, update_device
 
     target = Target(release=release, version=version, firmware_file=firmware_file)
-    result = update_device(ctx.config, mac, device_id=_keep(device_id), hardware=_keep(hardware), target=target)
+    result = update_device(ctx.config, mac, device_id=_keep(device_id), hardware=_keep(hardware), target=target,
+                           token_scheme=_keep(token_scheme), channel=_keep(channel), chip=_keep(chip))
     click.echo(_edit_summary("updated", parse_mac(mac), result, ctx.config))
 
 

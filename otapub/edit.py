@@ -26,9 +26,10 @@ from otapub.build import plan_site
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import DigestCache, Digests, digest_file
-from otapub.fleet import load_fleet, load_fleet_texts
+from otapub.fleet import chip_name, load_fleet, load_fleet_texts
 from otapub.fsutil import TMP_MARK, atomic_write, exclusive_lock
 from otapub.identity import mac12, normalize_mac
+from otapub.image import CHIPS
 from otapub.model import Device, Fleet
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
@@ -37,6 +38,8 @@ from otapub.yamledit import REMOVE, Document, EditError, Entry, Quoted, scalar
 KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()  # "leave this field as it is"
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._+-]+")
+# The device fields an edit writes, in the order a new entry lists them.
+DEVICE_FIELDS = ("device_id", "hardware", "release", "target_version", "token_scheme", "channel", "chip")
 # A release pin is one of these two fields; writing one removes the other, in its place.
 _SWAP = {"release": "target_version", "target_version": "release"}
 LOCK_NAME = "edit.lock"
@@ -141,31 +144,30 @@ class FleetEdit:
         """A device's fields as the YAML holds them now (plus changes queued in this edit)."""
         if mac in self._added:
             return dict(self._added[mac])
-        device = self.fleet.devices[mac]
-        fields = {"device_id": device.device_id, "hardware": device.hardware,
-                  "release": device.release if device.target_version is None else None,
-                  "target_version": device.target_version, "token_scheme": device.token_scheme}
+        fields = _device_fields(self.fleet.devices[mac])
         for name, value in self._updates.get(mac, {}).items():
             fields[name] = None if value is REMOVE else value
         return {k: v for k, v in fields.items() if v is not None}
 
     # -- device edits --------------------------------------------------------------------
     def add(self, mac: str, *, device_id: str | None = None, hardware: str | None = None,
-            target: Target | None = None, token_scheme: str | None = None) -> str:
+            target: Target | None = None, token_scheme: str | None = None, channel: str | None = None,
+            chip: str | None = None) -> str:
         mac = parse_mac(mac)
         if self.exists(mac):
             raise DeviceExists(f"device {mac} already exists{self._where(mac)}")
         if mac in self.fleet.devices:  # deleted earlier in this edit: its entry is still in the text
             raise OtapubError(f"device {mac} was deleted in this edit: update it instead of adding it again")
         fields = {"device_id": _text(device_id, "device_id"), "hardware": _text(hardware, "hardware"),
-                  "token_scheme": _scheme(token_scheme)}
+                  "token_scheme": _scheme(token_scheme), "channel": _text(channel, "channel"), "chip": _chip(chip)}
         fields.update(self._target_fields(mac, target))
         self._added[mac] = {k: v for k, v in fields.items() if v is not None}
         self._expected[mac] = dict(self._added[mac])
         return mac
 
     def update(self, mac: str, *, device_id: str | None = KEEP, hardware: str | None = KEEP,
-               target: Target | None = None, unpin: bool = False, token_scheme: str | None = KEEP) -> str:
+               target: Target | None = None, unpin: bool = False, token_scheme: str | None = KEEP,
+               channel: str | None = KEEP, chip: str | None = KEEP) -> str:
         """Change fields of a device; KEEP leaves a field alone, None removes it.
 
         ``unpin`` removes the device's release pin (it then gets no update).
@@ -180,6 +182,10 @@ class FleetEdit:
             wanted["hardware"] = _text(hardware, "hardware")
         if token_scheme is not KEEP:
             wanted["token_scheme"] = _scheme(token_scheme)
+        if channel is not KEEP:
+            wanted["channel"] = _text(channel, "channel")
+        if chip is not KEEP:
+            wanted["chip"] = _chip(chip)
         if unpin:
             wanted.update(release=None, target_version=None)
         if target:
@@ -444,9 +450,7 @@ class FleetEdit:
                 continue
             if device is None:
                 raise OtapubError(f"internal error: device {mac} missing after the edit")
-            got = {"device_id": device.device_id, "hardware": device.hardware,
-                   "target_version": device.target_version, "token_scheme": device.token_scheme,
-                   "release": device.release if device.target_version is None else None}
+            got = _device_fields(device)
             if {k: v for k, v in got.items() if v is not None} != expected:
                 raise OtapubError(f"internal error: device {mac} reads back as {got}, expected {expected}")
         for mac, (md5, what) in self._checksums.items():
@@ -487,17 +491,21 @@ def _apply(config: Config, change: Callable[[FleetEdit], str],
 
 
 def add_device(config: Config, mac: str, *, device_id: str | None = None, hardware: str | None = None,
-               target: Target | None = None, after: Callable[[EditResult], None] | None = None) -> EditResult:
+               target: Target | None = None, token_scheme: str | None = None, channel: str | None = None,
+               chip: str | None = None, after: Callable[[EditResult], None] | None = None) -> EditResult:
     """Add a device to the default device file."""
-    return _apply(config, lambda e: e.add(mac, device_id=device_id, hardware=hardware, target=target), after)
+    return _apply(config, lambda e: e.add(mac, device_id=device_id, hardware=hardware, target=target,
+                                          token_scheme=token_scheme, channel=channel, chip=chip), after)
 
 
 def update_device(config: Config, mac: str, *, device_id: str | None = KEEP, hardware: str | None = KEEP,
-                  target: Target | None = None, unpin: bool = False,
+                  target: Target | None = None, unpin: bool = False, token_scheme: str | None = KEEP,
+                  channel: str | None = KEEP, chip: str | None = KEEP,
                   after: Callable[[EditResult], None] | None = None) -> EditResult:
     """Change a device where it is declared; KEEP leaves a field alone, None removes it."""
     return _apply(config, lambda e: e.update(mac, device_id=device_id, hardware=hardware, target=target,
-                                             unpin=unpin), after)
+                                             unpin=unpin, token_scheme=token_scheme, channel=channel, chip=chip),
+                  after)
 
 
 def delete_device(config: Config, mac: str, *,
@@ -523,9 +531,29 @@ def _scheme(name: str | None) -> str | None:
     return name
 
 
+def _chip(text: str | None) -> str | None:
+    """esptool's name of a chip given in any spelling (ESP32-C6, esp32_c6 ...)."""
+    if text is None:
+        return None
+    name = chip_name(_text(text, "chip"))
+    if name not in CHIPS:
+        raise OtapubError(f"chip: unknown chip {text!r} (known: {', '.join(CHIPS)})")
+    return name
+
+
+def _device_fields(device: Device) -> dict[str, Any]:
+    """A device's edit fields as the validated fleet holds them (a pin is one of two fields)."""
+    fields = {name: getattr(device, name) for name in DEVICE_FIELDS}
+    if device.target_version is not None:
+        fields["release"] = None  # resolved from target_version, not written
+    return fields
+
+
 def _ordered(fields: dict[str, Any]) -> dict[str, Any]:
-    order = ("device_id", "hardware", "release", "target_version", "token_scheme")
-    return {k: fields[k] for k in sorted(fields, key=lambda k: order.index(k) if k in order else len(order))}
+    def rank(name: str) -> int:
+        return DEVICE_FIELDS.index(name) if name in DEVICE_FIELDS else len(DEVICE_FIELDS)
+
+    return {k: fields[k] for k in sorted(fields, key=rank)}
 
 
 def repo_path(path: Path, root: Path) -> str:

@@ -110,6 +110,26 @@ def test_update_can_remove_a_field_with_an_empty_value(example):
     assert path.read_text() == before.replace("  aa-bb-cc-00-00-01:\n    device_id: spare\n", "  aa-bb-cc-00-00-01:\n")
 
 
+def test_token_scheme_channel_and_chip_are_set_and_removed(example):
+    example.write("fleet/channels.yaml", "channels:\n  beta: panic-1.3.7\n")
+    path = example.root / "fleet/devices.yaml"
+    before = path.read_text()
+    result = example.cli("device", "add", "AA:BB:CC:DD:EE:97", "--device-id", "x", "--token-scheme", "djb2-0",
+                         "--channel", "beta", "--chip", "ESP32-C6")
+    assert result.exit_code == 0, result.output
+    entry = '  "AA:BB:CC:DD:EE:97":\n    device_id: x\n    token_scheme: djb2-0\n    channel: beta\n    chip: esp32c6\n'
+    assert path.read_text() == before + entry
+    # the built site keys the answer by the device's own scheme, and the channel gives its release
+    example.cli("build")
+    answer = example.site / f"d/{djb2_0_wire('AABBCCDDEE97', SECRET).upper().zfill(8)}/AABBCCDDEE97.json"
+    assert json.loads(answer.read_bytes())["release"] == "panic-1.3.7"
+    result = example.cli("device", "update", "AA:BB:CC:DD:EE:97", "--token-scheme", "", "--channel", "")
+    assert result.exit_code == 0, result.output
+    assert path.read_text() == before + '  "AA:BB:CC:DD:EE:97":\n    device_id: x\n    chip: esp32c6\n'
+    again = example.cli("device", "update", "AA:BB:CC:DD:EE:97", "--chip", "esp32-c6")
+    assert again.exit_code == 0 and "unchanged" in again.output, "the same chip in another spelling"
+
+
 def test_delete_removes_the_entry_and_nothing_else(example):
     path = example.root / "fleet/devices.yaml"
     before = path.read_text()
@@ -179,6 +199,9 @@ def test_add_to_a_new_repository_creates_the_default_file(repo):
     (("device", "add", "AA:BB:CC:DD:EE:01", "--version", "1.x"), "not a version"),
     (("device", "add", "AA:BB:CC:DD:EE:01", "--firmware-file", "missing.bin", "--version", "1.0"),
      "missing.bin: firmware file not found"),
+    (("device", "add", "AA:BB:CC:DD:EE:01", "--chip", "esp33"), "chip: unknown chip 'esp33' (known: esp32,"),
+    (("device", "update", "AA:BB:CC:DD:EE:FF", "--token-scheme", "md5"),
+     "token_scheme: unknown scheme 'md5' (known: djb2-0, djb2-5381, hmac-sha256)"),
 ])
 def test_mistakes_are_one_clean_line(example, args, message):
     before = files(example)
@@ -195,6 +218,14 @@ def test_a_change_that_does_not_validate_names_file_line_and_field(example):
     assert "fleet/devices.yaml:" in result.output
     assert "devices.AA:BB:CC:00:00:01.target_version: no release has version 9.9" in result.output
     assert "nothing was written" in result.output
+    assert files(example) == before
+
+
+def test_an_unknown_channel_is_refused_where_it_would_be_written(example):
+    before = files(example)
+    result = example.cli("device", "update", "AA:BB:CC:DD:EE:FF", "--channel", "betta")
+    assert result.exit_code == 1
+    assert "fleet/devices.yaml:6:14: devices.AA:BB:CC:DD:EE:FF.channel: unknown channel 'betta'" in result.output
     assert files(example) == before
 
 
