@@ -212,6 +212,14 @@ def libyaml_load(text: str | bytes, file: str) -> Any:
             Problem(file, mark.line + 1 if mark else None, mark.column + 1 if mark else None, "",
                     f"invalid YAML: {message}")
         ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, or bytes that are not UTF-8
+        before = text[: exc.position]
+        newline = before.rfind(b"\n" if isinstance(before, bytes) else "\n")
+        what = "byte" if isinstance(exc.character, int) and isinstance(text, bytes) else "character"
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YAMLProblem(Problem(file, before.count(b"\n" if isinstance(before, bytes) else "\n") + 1,
+                                  exc.position - newline, "", f"invalid YAML: {exc.reason} ({what} #x{code:02x})")
+                          ) from None
     except yaml.YAMLError as exc:
         raise YAMLProblem(Problem(file, None, None, "", f"invalid YAML: {exc}")) from None
     finally:
@@ -238,6 +246,10 @@ class YAMLProblem(Exception):
 
 
 def fleet_files(fleet_dir: Path) -> list[Path]:
-    """All *.yaml / *.yml files below fleet_dir, any depth, in a stable order."""
-    files = [p for p in fleet_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
+    """All *.yaml / *.yml files below fleet_dir, any depth, in a stable order.
+
+    A symlink of that name counts even when it leads nowhere: reading it then reports the
+    problem, instead of the devices in it silently going missing.
+    """
+    files = [p for p in fleet_dir.rglob("*") if p.suffix in (".yaml", ".yml") and (p.is_file() or p.is_symlink())]
     return sorted(files)

@@ -49,6 +49,19 @@ def test_a_value_its_yaml_type_cannot_hold_is_a_located_yaml_error(example, valu
     assert found.startswith("fleet/rollouts.yaml:7:") and expected in found, found
 
 
+def test_bytes_yaml_does_not_allow_are_located(example):
+    (example.root / "fleet/more.yaml").write_bytes(b"devices:\n  aa-bb-cc-00-00-07:\n    device_id: x\x00y\n")
+    assert one(example, "invalid YAML").startswith(
+        "fleet/more.yaml:3:17: invalid YAML: control characters are not allowed (byte #x00)")
+    (example.root / "fleet/more.yaml").write_bytes(b"devices:\n  aa-bb-cc-00-00-07:\n    device_id: \xff\n")
+    assert one(example, "invalid YAML").startswith("fleet/more.yaml:3:16: invalid YAML: invalid leading UTF-8 octet")
+
+
+def test_a_fleet_file_that_cannot_be_read_is_reported_not_skipped(example):
+    (example.root / "fleet/gone.yaml").symlink_to(example.root / "nowhere.yaml")
+    assert one(example, "gone.yaml") == "fleet/gone.yaml: cannot read: No such file or directory"
+
+
 def test_duplicate_key_in_one_mapping(example):
     example.write("fleet/more.yaml", "devices:\n  AA:BB:CC:DD:EE:01:\n    device_id: a\n    device_id: b\n")
     assert "fleet/more.yaml:4:5" in one(example, "duplicate key 'device_id'")
