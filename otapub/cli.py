@@ -139,7 +139,7 @@ def checksum(file: Path, as_json: bool) -> None:
 
 @main.command()
 @click.option("--host", help="Address to listen on (default: server_host).")
-@click.option("--port", type=int, help="Port (default: server_port).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: server_port).")
 @click.option("--workers", type=click.IntRange(1, 64),
               help="Worker processes (default: one per core plus one; gunicorn: two per core, at most 8).")
 @click.option("--server", type=click.Choice(("granian", "gunicorn")), default="granian", show_default=True,
@@ -191,7 +191,7 @@ def plan(ctx: Context, base: str | None, fmt: str, now: str | None) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, help="Port (default: server_port).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: server_port).")
 @click.option("--poll", is_flag=True, help="Poll for changes (Docker bind mounts, network file systems).")
 @pass_ctx
 @handle_errors

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -67,15 +68,28 @@ def app_from_environment() -> Any:
     return make_app(load_config(os.environ.get("OTAPUB_CONFIG") or None))
 
 
+def check_listen(host: str, port: int) -> None:
+    """A clear error, instead of the server's own traceback, when host:port cannot be listened on."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            probe.bind(address)
+    except OSError as exc:  # in use, an address this machine does not have, a port root may not take ...
+        raise OtapubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def serve(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None,
           server: str = "granian") -> None:
     """Serve the site (and the admin API when a key is set) until interrupted."""
     refuse_placeholders(config)
+    host = host or config.server_host
+    port = port or config.server_port
+    check_listen(host, port)
     site = config.path("site_dir")
     if not (site / "build.json").is_file():
         log.warning("%s holds no built site yet: run `otapub build`; serving 401/404 until then", site)
-    host = host or config.server_host
-    port = port or config.server_port
     cores = os.cpu_count() or 1
     if server == "gunicorn":
         from otapub.shim import make_app

@@ -92,7 +92,10 @@ class Watcher:
                                  self.config.path("checkin_log").parent])
         self.observer = PollingObserver(timeout=0.2) if poll else Observer()
         self.app = make_app(self.config)
-        self.server = make_server(host, port, self.app, server_class=_Server, handler_class=_QuietHandler)
+        try:
+            self.server = make_server(host, port, self.app, server_class=_Server, handler_class=_QuietHandler)
+        except OSError as exc:
+            raise OtapubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
     @property
     def url(self) -> str:

@@ -1,6 +1,10 @@
 """`otapub serve` under both production servers; the shim's query parsing matches parse_qs."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -59,3 +63,22 @@ def test_field_parsing_matches_parse_qs(query):
         params = {}
     expected = {name: (params.get(name) or [""])[0][:128] for name in _REQUIRED}
     assert _fields(query) == expected
+
+
+@pytest.mark.parametrize("args", [["serve"], ["serve", "--server", "gunicorn"], ["watch"]])
+def test_a_port_in_use_is_one_clean_error(example, args):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # a subprocess with a deadline: should the check ever go, the server must not hang the suite
+        done = subprocess.run([sys.executable, "-m", "otapub", "--config", str(example.config_file), *args,
+                               "--host", "127.0.0.1", "--port", str(port)], env={**os.environ, **example.env},
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_a_port_out_of_range_is_refused_by_the_cli(example):
+    result = example.cli("serve", "--port", "99999")
+    assert result.exit_code == 2 and "99999 is not in the range 1<=x<=65535" in result.output
