@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -45,8 +46,25 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except OtapubError as exc:
             click.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a path that cannot be used (a setting naming a file as a folder, no permission ...)
+            log.debug("file system error", exc_info=True)  # the traceback, for OTA_SERVER_LOG_LEVEL=DEBUG
+            click.echo(f"error: {_os_error(exc)}", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+def _os_error(exc: OSError) -> str:
+    path = exc.filename
+    if path is None:
+        return exc.strerror or str(exc)
+    if isinstance(exc, FileExistsError) and not os.path.isdir(path):
+        why = "exists and is not a folder"
+    elif isinstance(exc, NotADirectoryError):
+        why = "part of this path is a file, not a folder"
+    else:
+        why = exc.strerror or str(exc)
+    return f"{path}: {why} (check the paths in the config: site_dir, state_dir, firmware_directory, ...)"
 
 
 pass_ctx = click.make_pass_decorator(Context)

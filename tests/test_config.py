@@ -78,3 +78,13 @@ def test_no_config_file_uses_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(environ={})
     assert config.source is None and config.root == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("setting", ["site_dir", "state_dir"])
+def test_a_path_setting_naming_a_file_is_one_clean_error(example, setting):
+    (example.root / "not-a-folder").write_text("")
+    example.set_config(**{setting: "not-a-folder"})
+    result = example.cli("build")
+    assert result.exit_code == 1
+    assert result.output == (f"error: {example.root / 'not-a-folder'}: exists and is not a folder "
+                             "(check the paths in the config: site_dir, state_dir, firmware_directory, ...)\n")
