@@ -344,6 +344,7 @@ def build_site(config: Config, now: datetime | None = None, force: bool = False)
 
 def _build_locked(config: Config, site: Path, state_dir: Path, secure: SecureBuild, now: datetime,
                   force: bool) -> BuildResult:
+    """build_site's work, under the build lock: the no-op check, then load, plan, publish, save."""
     state = _State(state_dir / "state.json")
     secure.load_state(state_dir, site)
     files = fleet_files(config.path("fleet_dir")) if config.path("fleet_dir").is_dir() else []

@@ -213,12 +213,12 @@ def libyaml_load(text: str | bytes, file: str) -> Any:
                     f"invalid YAML: {message}")
         ) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow, or bytes that are not UTF-8
+        newline = "\n" if isinstance(text, str) else b"\n"
         before = text[: exc.position]
-        newline = before.rfind(b"\n" if isinstance(before, bytes) else "\n")
-        what = "byte" if isinstance(exc.character, int) and isinstance(text, bytes) else "character"
+        line, column = before.count(newline) + 1, exc.position - before.rfind(newline)
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise YAMLProblem(Problem(file, before.count(b"\n" if isinstance(before, bytes) else "\n") + 1,
-                                  exc.position - newline, "", f"invalid YAML: {exc.reason} ({what} #x{code:02x})")
+        kind = "character" if isinstance(text, str) else "byte"
+        raise YAMLProblem(Problem(file, line, column, "", f"invalid YAML: {exc.reason} ({kind} #x{code:02x})")
                           ) from None
     except yaml.YAMLError as exc:
         raise YAMLProblem(Problem(file, None, None, "", f"invalid YAML: {exc}")) from None
