@@ -207,9 +207,12 @@ def _answer_encoder(fields: dict[str, Any], dumps: Callable[[Any], str]) -> Call
             text += f"{dumps(key)}:{dumps(fields[key])}"
     first, second, third = pieces
     last = text + "}"
+    string = json.encoder.encode_basestring  # what dumps does with a str (ensure_ascii=False), minus its checks
 
-    def encode(device_id: Any, hardware: Any, mac: Any) -> bytes:
-        return "".join((first, dumps(device_id), second, dumps(hardware), third, dumps(mac), last)).encode("utf-8")
+    def encode(device_id: Any, hardware: Any, mac: str) -> bytes:
+        return "".join((first, string(device_id) if type(device_id) is str else dumps(device_id),
+                        second, string(hardware) if type(hardware) is str else dumps(hardware),
+                        third, string(mac), last)).encode("utf-8")
 
     return encode
 
@@ -411,26 +414,30 @@ def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state:
             _copy_verified(source, target, path.split("/")[1])
             result.written.append(path)
         known_firmware[path] = None
-    # 2. Answers, only when their bytes changed. String paths and raw os calls: this loop runs
-    #    once per device, and pathlib's joins and mkdir(parents=True) cost more than the writes.
+    # 2. Answers, only when their bytes changed. String paths relative to the site folder and raw
+    #    os calls: this loop runs once per device, and pathlib's joins, mkdir(parents=True) and
+    #    the kernel's walk of the whole path each time cost more than the writes.
     outputs: dict[str, str] = {}
     made_dirs: set[str] = set()
     root = os.fspath(site)
-    for path, data in plan.answers.items():
-        digest = _hash(data)
-        outputs[path] = digest
-        old = previous.get(path)
-        if old == digest:
-            continue
-        target = f"{root}/{path}"
-        if old == "" and _same_bytes(target, data):
-            continue
-        parent = path.rpartition("/")[0]  # "" for a top-level file (keys.json)
-        if parent not in made_dirs:
-            _make_dir(f"{root}/{parent}")
-            made_dirs.add(parent)
-        atomic_write(target, data)
-        result.written.append(path)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for path, data in plan.answers.items():
+            digest = _hash(data)
+            outputs[path] = digest
+            old = previous.get(path)
+            if old == digest:
+                continue
+            if old == "" and _same_bytes(f"{root}/{path}", data):
+                continue
+            parent = path.rpartition("/")[0]  # "" for a top-level file (keys.json)
+            if parent not in made_dirs:
+                _make_dir(root, parent, root_fd)
+                made_dirs.add(parent)
+            atomic_write(path, data, dir_fd=root_fd)
+            result.written.append(path)
+    finally:
+        os.close(root_fd)
     # 3. Prune answers of devices that are gone (after the new ones are in place).
     for path in previous.keys() - outputs.keys():
         _remove(site, path)
@@ -474,14 +481,16 @@ def _same_bytes(path: str, data: bytes) -> bool:
         return False
 
 
-def _make_dir(path: str) -> None:
+def _make_dir(root: str, path: str, root_fd: int) -> None:
     """Create an answer directory: one mkdir for the usual d/<TOKEN> whose parent d/ exists."""
+    if not path:
+        return  # the site folder itself
     try:
-        os.mkdir(path)
+        os.mkdir(path, dir_fd=root_fd)
     except FileExistsError:
         pass
     except FileNotFoundError:  # d/ itself is missing (the first answer of a fresh site)
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(f"{root}/{path}", exist_ok=True)
 
 
 def _copy_verified(source: Path, target: Path, sha256: str) -> None:

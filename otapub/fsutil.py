@@ -15,31 +15,32 @@ from pathlib import Path
 TMP_MARK = ".otapub-tmp-"
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, dir_fd: int | None = None) -> None:
     """Write data to path atomically (temp file in the same folder + rename).
 
     Raw ``os`` calls on a string path: a build writes 100,000 answers through here, and the
-    pathlib and file-object layers cost more than the system calls themselves.
+    pathlib and file-object layers cost more than the system calls themselves. ``dir_fd``: a
+    folder ``path`` is relative to (the kernel then walks only the path below it).
     """
     path = os.fspath(path)
     tmp = f"{path}{TMP_MARK}{os.getpid()}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # O_EXCL: never write through a planted symlink
     try:
         try:
-            fd = os.open(tmp, flags, mode)
+            fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
         except FileExistsError:  # left by a crashed writer that had our process id
-            os.unlink(tmp)
-            fd = os.open(tmp, flags, mode)
+            os.unlink(tmp, dir_fd=dir_fd)
+            fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
         try:
             written = os.write(fd, data)
             while written < len(data):  # a short write: regular files only do that as the disk fills up
                 written += os.write(fd, memoryview(data)[written:])
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
