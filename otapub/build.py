@@ -28,7 +28,7 @@ from otapub.config import Config
 from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.firmware import DigestCache, Digests, digest_file, firmware_site_path
 from otapub.fleet import load_fleet
-from otapub.fsutil import atomic_write, exclusive_lock, is_temp
+from otapub.fsutil import TMP_MARK, atomic_write, exclusive_lock, is_temp, write_new
 from otapub.inspection import ImageCache, ImageFacts, answer_fields, inspect_releases, release_chips
 from otapub.model import Fleet, Release
 from otapub.parsecache import ParseCache
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RECORD = "build.json"
 PARSED_DIR = "fleet-cache"  # in state_dir: parsed fleet files (otapub.parsecache)
+ANSWERS_STAGING = f"d{TMP_MARK}"  # + pid: a fresh site's answers, renamed to d/ when complete
 STATE_FORMAT = 2  # 2: image inspection cache and the time span a build is valid for
 
 
@@ -353,8 +354,11 @@ def _build_locked(config: Config, site: Path, state_dir: Path, secure: SecureBui
     files = fleet_files(config.path("fleet_dir")) if config.path("fleet_dir").is_dir() else []
     fingerprint = _fingerprint(config, files, state.inputs)
     record_path = site / RECORD
+    # The site is as the last build left it: its record is, and so is d/ when it had answers
+    # (a wiped d/ is written anew; `build --force` compares every file).
     record_ok = state.record is not None and record_path.is_file() and \
-        _hash(record_path.read_bytes()) == state.record
+        _hash(record_path.read_bytes()) == state.record and \
+        ((site / "d").is_dir() or not any(path.startswith("d/") for path in state.outputs or ()))
     if not force and record_ok and fingerprint == state.fingerprint and state.valid_at(now) \
             and not secure.due():
         return BuildResult(noop=True, devices=json.loads(record_path.read_bytes()).get("devices", 0))
@@ -417,11 +421,19 @@ def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state:
     # 2. Answers, only when their bytes changed. String paths relative to the site folder and raw
     #    os calls: this loop runs once per device, and pathlib's joins, mkdir(parents=True) and
     #    the kernel's walk of the whole path each time cost more than the writes.
+    #    A site without d/ (the first build, or d/ removed) gets its answers in a new tree that
+    #    is renamed to d/ when complete: no reader can see it before, so each answer is written
+    #    in place, without a temporary file and a rename of its own (100,000 renames fewer).
     outputs: dict[str, str] = {}
     made_dirs: set[str] = set()
     root = os.fspath(site)
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        _remove_staging(root)
+        staging = None if os.path.lexists(f"{root}/d") else f"{ANSWERS_STAGING}{os.getpid()}"
+        if staging is not None:
+            os.mkdir(staging, dir_fd=root_fd)
+            previous = {path: digest for path, digest in previous.items() if not path.startswith("d/")}
         for path, data in plan.answers.items():
             digest = _hash(data)
             outputs[path] = digest
@@ -431,11 +443,19 @@ def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state:
             if old == "" and _same_bytes(f"{root}/{path}", data):
                 continue
             parent = path.rpartition("/")[0]  # "" for a top-level file (keys.json)
-            if parent not in made_dirs:
-                _make_dir(root, parent, root_fd)
-                made_dirs.add(parent)
-            atomic_write(path, data, dir_fd=root_fd)
+            if staging is not None and parent.startswith("d/"):
+                if parent not in made_dirs:
+                    os.mkdir(staging + parent[1:], dir_fd=root_fd)
+                    made_dirs.add(parent)
+                write_new(staging + path[1:], data, dir_fd=root_fd)
+            else:
+                if parent not in made_dirs:
+                    _make_dir(root, parent, root_fd)
+                    made_dirs.add(parent)
+                atomic_write(path, data, dir_fd=root_fd)
             result.written.append(path)
+        if staging is not None:
+            os.rename(staging, "d", src_dir_fd=root_fd, dst_dir_fd=root_fd)
     finally:
         os.close(root_fd)
     # 3. Prune answers of devices that are gone (after the new ones are in place).
@@ -471,6 +491,13 @@ def _publish(config: Config, site: Path, plan: Plan, state: _State, trust_state:
     state.outputs = outputs
     state.firmware = known_firmware
     return result
+
+
+def _remove_staging(root: str) -> None:
+    """Remove answer trees a crashed build left unfinished (builds hold the lock: none is running)."""
+    for name in os.listdir(root):
+        if name.startswith(ANSWERS_STAGING):
+            shutil.rmtree(f"{root}/{name}", ignore_errors=True)
 
 
 def _same_bytes(path: str, data: bytes) -> bool:

@@ -15,6 +15,17 @@ from pathlib import Path
 TMP_MARK = ".otapub-tmp-"
 
 
+def write_new(path: str, data: bytes, mode: int = 0o644, dir_fd: int | None = None) -> None:
+    """Create ``path`` (it must not exist: O_EXCL never writes through a planted symlink) with ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, dir_fd=dir_fd)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # a short write: regular files only do that as the disk fills up
+            written += os.write(fd, memoryview(data)[written:])
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, dir_fd: int | None = None) -> None:
     """Write data to path atomically (temp file in the same folder + rename).
 
@@ -24,19 +35,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, d
     """
     path = os.fspath(path)
     tmp = f"{path}{TMP_MARK}{os.getpid()}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # O_EXCL: never write through a planted symlink
     try:
         try:
-            fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
+            write_new(tmp, data, mode, dir_fd)
         except FileExistsError:  # left by a crashed writer that had our process id
             os.unlink(tmp, dir_fd=dir_fd)
-            fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
-        try:
-            written = os.write(fd, data)
-            while written < len(data):  # a short write: regular files only do that as the disk fills up
-                written += os.write(fd, memoryview(data)[written:])
-        finally:
-            os.close(fd)
+            write_new(tmp, data, mode, dir_fd)
         os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

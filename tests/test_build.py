@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +74,54 @@ def test_answers_are_compact_sorted_json_whatever_the_device_fields_hold(example
     assert odd["allow_downgrade"] is True and odd["release"] == "panic-1.3.8"
     bare = answer(example, "AABBCC000011", djb2_5381("AABBCC000011", SECRET))
     assert bare["device_id"] is None and bare["hardware"] is None and "allow_downgrade" not in bare
+
+
+def test_a_fresh_site_gets_its_answers_at_once_and_a_crashed_builds_tree_is_removed(example):
+    example.site.mkdir()
+    stale = example.site / "d.otapub-tmp-999999/0000ABCD"  # left by a build that crashed half-way
+    stale.mkdir(parents=True)
+    (stale / "AABBCCDDEEFF.json").write_text("{}")
+    result = build_site(example.config())
+    assert sorted(p.name for p in example.site.iterdir()) == ["build.json", "d", "f"]
+    assert len(list((example.site / "d").rglob("*.json"))) == 3 == len([p for p in result.written if p[:2] == "d/"])
+    assert not [p for p in example.site.rglob("*") if ".otapub-tmp-" in p.name]
+
+
+def test_a_reader_sees_no_answers_or_all_of_them_during_a_fresh_build(example):
+    count = 3000
+    lines = ["devices:"] + [f'  "02:00:00:00:{i // 256:02X}:{i % 256:02X}":\n    device_id: d{i}' for i in range(count)]
+    example.write("fleet/many.yaml", "\n".join(lines) + "\n")
+    answers = example.site / "d"
+    seen: list[int] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            if answers.is_dir():  # from the moment d/ exists, every answer is there, whole
+                files = list(answers.rglob("*.json"))
+                seen.append(len(files))
+                for path in files[:50]:
+                    json.loads(path.read_bytes())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        build_site(example.config())
+    finally:
+        done.set()
+        thread.join(timeout=30)
+    assert seen and set(seen) == {count + 3}, sorted(set(seen))[:5]
+
+
+def test_answers_are_written_again_when_d_is_gone(example):
+    build_site(example.config())
+    before = example.snapshot()
+    shutil.rmtree(example.site / "d")
+    result = build_site(example.config())
+    assert len(result.written) == 3 + 1, "every answer, and the record"
+    after = example.snapshot()
+    assert {p: v[0] for p, v in after.items()} == {p: v[0] for p, v in before.items() if p != "build.json"} | \
+        {"build.json": after["build.json"][0]}
 
 
 def test_base_url_makes_urls_absolute(example):
