@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 RECORD = "build.json"
 PARSED_DIR = "fleet-cache"  # in state_dir: parsed fleet files (otapub.parsecache)
 ANSWERS_STAGING = f"d{TMP_MARK}"  # + pid: a fresh site's answers, renamed to d/ when complete
-STATE_FORMAT = 2  # 2: image inspection cache and the time span a build is valid for
+STATE_FORMAT = 3  # 2: image inspection cache and the time span a build is valid for; 3: outputs apart
+OUTPUTS_FILE = "outputs.json"  # in state_dir, beside state.json
 
 
 def answer_path(token: str, mac12: str) -> str:
@@ -219,10 +220,15 @@ def _answer_encoder(fields: dict[str, Any], dumps: Callable[[Any], str]) -> Call
 
 
 class _State:
-    """What the last build wrote (in state_dir, never published: it names token paths)."""
+    """What the last build wrote (in state_dir, never published: it names token paths).
+
+    The digest of every published file goes to a file of its own, read only when a build
+    publishes: a no-op build need not parse 100,000 entries.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self.outputs_path = path.with_name(OUTPUTS_FILE)
         data: dict[str, Any] = {}
         try:
             data = json.loads(path.read_text())
@@ -232,7 +238,7 @@ class _State:
             data = {}
         self.fingerprint: str | None = data.get("fingerprint")
         self.digests: dict[str, list] = data.get("digests", {})
-        self.outputs: dict[str, str] | None = data.get("outputs")
+        self.answers: int = data.get("answers", 0)  # answers (d/...) among the outputs
         self.firmware: dict[str, list | None] = data.get("firmware", {})
         self.sequence: int = data.get("sequence", 0)
         self.record: str | None = data.get("record")
@@ -240,6 +246,27 @@ class _State:
         self.images: dict[str, list] = data.get("images", {})
         self.valid_from: str | None = data.get("valid_from")
         self.valid_until: str | None = data.get("valid_until")
+        self._outputs: dict[str, str] | None = None
+        self._outputs_read = not data  # no state: no outputs either
+
+    @property
+    def outputs(self) -> dict[str, str] | None:
+        """Site path -> digest of every file the last build published (None: not known)."""
+        if not self._outputs_read:
+            self._outputs_read = True
+            try:
+                data = json.loads(self.outputs_path.read_bytes())
+            except (OSError, ValueError):
+                data = None
+            # Written just before state.json: from another build (a crash in between), it is not used.
+            if isinstance(data, dict) and data.get("sequence") == self.sequence:
+                self._outputs = data.get("outputs")
+        return self._outputs
+
+    @outputs.setter
+    def outputs(self, value: dict[str, str]) -> None:
+        self._outputs, self._outputs_read = value, True
+        self.answers = sum(1 for path in value if path.startswith("d/"))
 
     def valid_at(self, now: datetime) -> bool:
         """Is ``now`` inside the span the last build's rollout stages hold for?"""
@@ -252,8 +279,10 @@ class _State:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(self.outputs_path, json.dumps({"sequence": self.sequence, "outputs": self.outputs},
+                                                   separators=(",", ":")).encode(), mode=0o600)
         data = {"format": STATE_FORMAT, "fingerprint": self.fingerprint, "digests": self.digests,
-                "outputs": self.outputs, "firmware": self.firmware, "sequence": self.sequence,
+                "answers": self.answers, "firmware": self.firmware, "sequence": self.sequence,
                 "record": self.record, "inputs": self.inputs, "images": self.images,
                 "valid_from": self.valid_from, "valid_until": self.valid_until}
         atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), mode=0o600)
@@ -358,7 +387,7 @@ def _build_locked(config: Config, site: Path, state_dir: Path, secure: SecureBui
     # (a wiped d/ is written anew; `build --force` compares every file).
     record_ok = state.record is not None and record_path.is_file() and \
         _hash(record_path.read_bytes()) == state.record and \
-        ((site / "d").is_dir() or not any(path.startswith("d/") for path in state.outputs or ()))
+        ((site / "d").is_dir() or not state.answers)
     if not force and record_ok and fingerprint == state.fingerprint and state.valid_at(now) \
             and not secure.due():
         return BuildResult(noop=True, devices=json.loads(record_path.read_bytes()).get("devices", 0))

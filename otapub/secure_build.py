@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -320,6 +318,9 @@ def _local_answers(site: Path) -> Iterator[tuple[str, bytes]]:
 
 def _fetch(base: str, paths: list[str]) -> list[tuple[str, bytes]]:
     """The previously published answers at these paths (a missing one: a device new to the site)."""
+    import urllib.error  # here, not at the top: every build imports this module, few fetch (13 ms)
+    import urllib.request
+
     def one(path: str) -> tuple[str, bytes] | None:
         token = path.split("/")[1]
         url = f"{base.rstrip('/')}/{path}"  # base is an http(s) URL (config kind "url")
