@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -111,6 +112,20 @@ def test_a_reader_sees_no_answers_or_all_of_them_during_a_fresh_build(example):
         done.set()
         thread.join(timeout=30)
     assert seen and set(seen) == {count + 3}, sorted(set(seen))[:5]
+
+
+def test_lost_or_foreign_output_digests_fall_back_to_comparing_files(example):
+    build_site(example.config())
+    outputs = example.root / ".otapub/outputs.json"
+    assert json.loads(outputs.read_text())["outputs"], "the digests live beside state.json"
+    path = example.root / "fleet/devices.yaml"
+    token = djb2_5381("AABBCC000001", SECRET)
+    for damage, name in ((b"not json", "spare-2"), (json.dumps({"sequence": 99, "outputs": {}}).encode(), "spare-3")):
+        outputs.write_bytes(damage)
+        path.write_text(re.sub(r"device_id: spare\S*\n", f"device_id: {name}\n", path.read_text()))
+        result = build_site(example.config())
+        # every file compared with what it should hold: only the changed answer is written
+        assert sorted(result.written) == ["build.json", f"d/{token}/AABBCC000001.json"], result.written
 
 
 def test_answers_are_written_again_when_d_is_gone(example):
