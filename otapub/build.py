@@ -552,7 +552,7 @@ def _make_dir(root: str, path: str, root_fd: int) -> None:
 def _copy_verified(source: Path, target: Path, sha256: str) -> None:
     """Copy firmware into the site, checking the copy is the bytes that were verified."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.otapub-tmp-{os.getpid()}")
+    tmp = target.with_name(f"{target.name}{TMP_MARK}{os.getpid()}")
     try:
         shutil.copyfile(source, tmp)
         if digest_file(tmp).sha256 != sha256:
