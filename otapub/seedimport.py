@@ -11,6 +11,7 @@ validated like ``otapub check`` and a second run over the same input changes not
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +62,19 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _line_of(text: str, key: str) -> int | None:
+    """The line where ``key`` is first written as an object key (a seed's MACs are unique)."""
+    found = re.search(re.escape(json.dumps(key, ensure_ascii=False)) + r"\s*:", text)
+    return text.count("\n", 0, found.start()) + 1 if found else None
+
+
 def import_seed(config: Config, devices_json: Path, seed_config: Path | None = None,
                 firmware_dir: Path | None = None, *, skip_missing: bool = False,
                 token_scheme: str = SEED_TOKEN_SCHEME) -> SeedImport:
     """Merge a seed server's devices (and settings) into the fleet; all or nothing."""
     report = SeedImport()
     devices = _read_json(devices_json, "the seed's devices")
+    devices_text = devices_json.read_text(encoding="utf-8")  # read fine just above: for line numbers
     settings = _read_json(seed_config, "the seed's configuration") if seed_config is not None else {}
     if firmware_dir is None:
         seed_fw = settings.get("firmware_directory")
@@ -104,7 +112,8 @@ def import_seed(config: Config, devices_json: Path, seed_config: Path | None = N
                     report.skipped.append(mac)
                     report.notes.append(f"{mac}: imported without a release: {exc}")
             except OtapubError as exc:
-                problems.append(f"{where}: {key}: {exc}")
+                line = _line_of(devices_text, key)
+                problems.append(f"{where}{f':{line}' if line else ''}: {key}: {exc}")
         if problems:
             count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
             raise OtapubError("\n".join([*problems, f"{count} in the seed data; nothing was written"]))

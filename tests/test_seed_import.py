@@ -160,12 +160,13 @@ def test_missing_firmware_fails_unless_skipped(repo, seed):
 
 def test_bad_seed_data_is_reported_per_device_and_writes_nothing(repo, seed):
     (seed / "devices.json").write_text(json.dumps({"not-a-mac": {}, "AA:BB:CC:DD:EE:01": {"target_version": 5},
-                                                   "aa:bb:cc:dd:ee:01": {}}))
+                                                   "aa:bb:cc:dd:ee:01": {}}, indent=2))
     result = run(repo, seed)
     assert result.exit_code == 1
-    assert "'not-a-mac' is not a MAC address" in result.output
-    assert "target_version: expected a string" in result.output
-    assert "the same device as" in result.output
+    where = seed / "devices.json"
+    assert f"{where}:2: not-a-mac: 'not-a-mac' is not a MAC address" in result.output
+    assert f"{where}:3: AA:BB:CC:DD:EE:01: target_version: expected a string" in result.output
+    assert f"{where}:6: aa:bb:cc:dd:ee:01: the same device as" in result.output
     assert not (repo.root / "fleet").exists()
     (seed / "devices.json").write_text("{oops")
     result = run(repo, seed)
