@@ -313,20 +313,26 @@ def _keep(value: str | None) -> Any:
     return KEEP if value is None else (value or None)
 
 
+def _edit_keywords(options: dict[str, Any], update: bool) -> dict[str, Any]:
+    """The device options as add_device/update_device keywords: '' removes a field, and in an
+    update an option not given leaves its field as it is."""
+    from otapub.edit import Target
+
+    target = Target(release=options.pop("release"), version=options.pop("version"),
+                    firmware_file=options.pop("firmware_file"))
+    return {"target": target, **{name: _keep(value) if update else (value or None) for name, value in options.items()}}
+
+
 @device.command("add")
 @click.argument("mac")
 @_device_options
 @pass_ctx
 @handle_errors
-def device_add(ctx: Context, mac: str, device_id: str | None, hardware: str | None, version: str | None,
-               firmware_file: Path | None, release: str | None, token_scheme: str | None, channel: str | None,
-               chip: str | None) -> None:
+def device_add(ctx: Context, mac: str, **options: Any) -> None:
     """Add a device to default_device_file."""
-    from otapub.edit import Target, add_device, parse_mac
+    from otapub.edit import add_device, parse_mac
 
-    target = Target(release=release, version=version, firmware_file=firmware_file)
-    result = add_device(ctx.config, mac, device_id=device_id or None, hardware=hardware or None, target=target,
-                        token_scheme=token_scheme or None, channel=channel or None, chip=chip or None)
+    result = add_device(ctx.config, mac, **_edit_keywords(options, update=False))
     click.echo(_edit_summary("added", parse_mac(mac), result, ctx.config))
 
 
@@ -335,15 +341,11 @@ def device_add(ctx: Context, mac: str, device_id: str | None, hardware: str | No
 @_device_options
 @pass_ctx
 @handle_errors
-def device_update(ctx: Context, mac: str, device_id: str | None, hardware: str | None, version: str | None,
-                  firmware_file: Path | None, release: str | None, token_scheme: str | None, channel: str | None,
-                  chip: str | None) -> None:
+def device_update(ctx: Context, mac: str, **options: Any) -> None:
     """Change a device in the file that declares it; options not given stay as they are."""
-    from otapub.edit import Target, parse_mac, update_device
+    from otapub.edit import parse_mac, update_device
 
-    target = Target(release=release, version=version, firmware_file=firmware_file)
-    result = update_device(ctx.config, mac, device_id=_keep(device_id), hardware=_keep(hardware), target=target,
-                           token_scheme=_keep(token_scheme), channel=_keep(channel), chip=_keep(chip))
+    result = update_device(ctx.config, mac, **_edit_keywords(options, update=True))
     click.echo(_edit_summary("updated", parse_mac(mac), result, ctx.config))
 
 
