@@ -34,14 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import fleetgen  # found beside this script; it puts the checkout on sys.path too
+import machine
 
-import fleetgen  # noqa: E402
-import machine  # noqa: E402
+HERE = Path(__file__).resolve().parent
+ROOT = fleetgen.ROOT
 
 SECRET = fleetgen.SECRET
 STEP_TIMEOUT = 300  # seconds; no single build may take longer

@@ -36,14 +36,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import fleetgen  # found beside this script; it puts the checkout on sys.path too
+import machine
 
-import fleetgen  # noqa: E402
-import machine  # noqa: E402
+HERE = Path(__file__).resolve().parent
+ROOT = fleetgen.ROOT
 
 SECRET = fleetgen.SECRET
 HOST = "127.0.0.1"
