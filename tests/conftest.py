@@ -18,7 +18,7 @@ from otapub.firmware import digest_bytes
 from otapub.imagegen import make_app_image
 
 SECRET = "s3cret-for-tests-only-9f2c"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "esp32"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "esp32"
 
 
 class Repo:

@@ -19,13 +19,12 @@ from otapub.image import APP_DESC, CHIPS, ImageError, ImageInfo, inspect_file, i
 from otapub.imagegen import make_app_image
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "esp32"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "esp32"
 
 
 def fixture(name: str) -> Path:
     path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"fixture {path} is not available")
+    assert path.is_file(), f"fixture {path} is missing (tests/fixtures/esp32/README.md)"
     return path
 
 

@@ -23,8 +23,7 @@ MAC = "AA:00:00:00:00:01"
 
 def fixture(name: str) -> Path:
     path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"fixture {path} is not available")
+    assert path.is_file(), f"fixture {path} is missing (tests/fixtures/esp32/README.md)"
     return path
 
 
