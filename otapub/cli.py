@@ -120,11 +120,10 @@ def build(ctx: Context, now: str | None, force: bool) -> None:
 @handle_errors
 def check(ctx: Context, now: str | None) -> None:
     """Validate the fleet and verify firmware checksums; write nothing."""
-    from otapub.build import plan_site
+    from otapub.check import check_fleet
 
-    plan = plan_site(ctx.config, now=parse_now(now), require_secret=False)
-    click.echo(f"ok: {len(plan.fleet.devices)} devices, {len(plan.fleet.releases)} releases, "
-               f"{len(plan.fleet.files)} fleet files")
+    fleet = check_fleet(ctx.config, now=parse_now(now)).fleet
+    click.echo(f"ok: {len(fleet.devices)} devices, {len(fleet.releases)} releases, {len(fleet.files)} fleet files")
 
 
 @main.command()
