@@ -40,16 +40,23 @@ log = logging.getLogger(__name__)
 PARSED_DIR = "fleet-cache"  # in state_dir: parsed fleet files (otapub.parsecache)
 
 
-def build_site(config: Config, now: datetime | None = None, force: bool = False) -> BuildResult:
-    """Build the site; a no-op when no input changed since the last build."""
+def build_site(config: Config, now: datetime | None = None, force: bool = False,
+               rollout_time: datetime | None = None) -> BuildResult:
+    """Build the site; a no-op when no input changed since the last build.
+
+    ``now``: the clock (default: the real one): signatures expire relative to it, and rollout
+    stages are evaluated at it unless ``rollout_time`` is given (`build --now`), which moves the
+    stages only: a build "in 2030" must not publish answers that stay valid until 2030.
+    """
     started = time.monotonic()
-    now = now or datetime.now(timezone.utc)
+    clock = now or datetime.now(timezone.utc)
+    now = rollout_time or clock
     site = config.path("site_dir")
     state_dir = config.path("state_dir")
     if site.is_relative_to(config.path("fleet_dir")) or config.path("fleet_dir").is_relative_to(site):
         raise OtapubError(f"site_dir {site} and fleet_dir must not contain each other")
     _secret(config)
-    secure = SecureBuild(config, now)  # loads the signing key: a bad key fails before anything else
+    secure = SecureBuild(config, clock)  # loads the signing key: a bad key fails before anything else
     with exclusive_lock(state_dir / "build.lock"), _cycle_collector_paused():
         # The build's data dies when _build_locked returns, before the collector runs again:
         # its first collection then has next to nothing to walk (0.18 s less at 100,000 devices).
