@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 
 from otapub import checkins
 from otapub.checkins import CheckinLog, utc_now
-from otapub.identity import mac12 as to_mac12
+from otapub.mac import mac12 as to_mac12
 from otapub.static_files import JSON, STATUS, StartResponse, json_response, serve_file
 from otapub.tokens import canonical_token
 from otapub.versions import parse_version
