@@ -461,7 +461,7 @@ def provision(ctx: Context, mac: str, fmt: str) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the private key to this new file (mode 0600, outside the repository and the site); "
+              help="Write the private key to this new file (mode 0600; refused inside any git work tree or the site); "
                    "without it, the private key goes to standard output only.")
 @pass_ctx
 @handle_errors
@@ -485,7 +485,7 @@ def keygen(ctx: Context, out: Path | None) -> None:
 @click.option("--keys", "keys_file", type=click.File("rb"), help="Trusted keys: a keys.json (as the site publishes).")
 @click.option("--public-key", "public_keys", multiple=True,
               help="A trusted public key: 64 hex digits or base64 (repeatable).")
-@click.option("--mac", help="The device the answer must be for.")
+@click.option("--mac", help="The device the answer must be for (required: a device rejects another's answer).")
 @click.option("--min-version", type=click.IntRange(0), help="Reject a manifest_version below this (the highest "
                                                              "the device has seen).")
 @click.option("--min-secure-version", type=click.IntRange(0),
@@ -506,8 +506,11 @@ def verify(answer: Any, keys_file: Any, public_keys: tuple[str, ...], mac: str |
         keys[key_id(raw)] = raw
     if not keys:
         raise SigningError("give the trusted keys: --keys keys.json or --public-key KEY")
+    if mac is None:  # "ok" must mean what a device checks, and a device checks that the answer is its own
+        raise click.UsageError("give --mac MAC, the device the answer must be for: a device rejects an answer "
+                               "for another MAC, so an answer is only verified against one")
     try:
-        device = normalize_mac(mac) if mac is not None else None
+        device = normalize_mac(mac)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--mac") from None
     found = verify_answer(answer.read(), keys, parse_now(now), device, min_version, min_secure_version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import textwrap
 import zlib
 from pathlib import Path
@@ -77,6 +78,15 @@ class Repo:
                 path = Path(dirpath) / name
                 result[str(path.relative_to(self.site))] = (path.read_bytes(), path.stat().st_mtime_ns)
         return result
+
+
+def git(where: Repo | Path, *args: str) -> str:
+    """Run real git in a repository (a Repo or a folder) with a fixed identity; its standard output."""
+    root = where if isinstance(where, Path) else where.root  # not isinstance(Repo): conftest loads twice
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 import http.client
 import json
 import socketserver
-import subprocess
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -15,7 +14,7 @@ from otapub.errors import OtapubError
 from otapub.firmware import digest_file
 from otapub.shim import make_app
 from otapub.tokens import djb2_5381
-from tests.conftest import SECRET, Served
+from tests.conftest import SECRET, Served, git
 
 KEY = "admin-key-for-tests-7d1e"
 NEW = "02:00:00:00:00:01"
@@ -274,17 +273,13 @@ def test_concurrent_posts_lose_nothing(admin):
 
 
 # -- git ------------------------------------------------------------------------------------
-def git(repo, *args):
-    return subprocess.run(["git", "-C", str(repo.root), *args], capture_output=True, text=True, check=True).stdout
-
-
 def test_each_change_is_a_git_commit_naming_verb_mac_and_client(admin):
     repo = admin.repo
     git(repo, "init", "-q")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "fleet", "firmware", "config.json")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial")
+    git(repo, "add", "fleet", "firmware", "config.json")
+    git(repo, "commit", "-qm", "initial")
     repo.set_config(admin_git_commit=True)
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "enable commits")
+    git(repo, "commit", "-qam", "enable commits")
     api = Api(make_app(repo.config()))
     try:
         status, body = api.call("POST", "/admin/devices", {"mac_address": NEW, "target_version": "1.3.7"})
