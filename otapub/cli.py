@@ -101,6 +101,29 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Context(config_path)
 
 
+@main.command("init")
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--package", "requirement", metavar="REQUIREMENT",
+              help="The pip requirement CI installs otapub from, written to requirements.txt (default: this "
+                   "otapub, pinned: the git commit or https archive pip installed, or its version from an index).")
+@handle_errors
+def init_command(directory: Path, requirement: str | None) -> None:
+    """Create a new fleet repository in DIRECTORY (default: here); never overwrites a file.
+
+    It holds an example fleet (fleet/, firmware/ with a generated example image), config.json
+    (no secrets), .gitignore, requirements.txt, the GitHub workflows (check and plan pull
+    requests, publish to GitHub Pages) and a README. It passes `otapub check` at once.
+    """
+    from otapub.scaffold import init_repository, installed_requirement
+
+    done = init_repository(directory, requirement if requirement is not None else installed_requirement())
+    click.echo(f"created {len(done.files)} files in {directory}:")
+    for name in done.files:
+        click.echo(f"  {name}")
+    click.echo(f"CI installs {done.requirement} (requirements.txt)\n"
+               f"next: cd {directory} && git init && otapub check; then see README.md")
+
+
 @main.command()
 @now_option
 @click.option("--force", is_flag=True, help="Re-render every file, even when no input changed.")
