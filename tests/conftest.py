@@ -89,6 +89,17 @@ def git(where: Repo | Path, *args: str) -> str:
                           env=env).stdout
 
 
+@pytest.fixture(scope="session")
+def gcc() -> str:
+    """gcc, for the device-side C; a machine without it fails these tests (.ci/run installs it)."""
+    import shutil
+
+    found = shutil.which("gcc")
+    if found is None:
+        pytest.fail("gcc is not installed: bash .ci/run installs it (apt-get install gcc)")
+    return found
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
     for name in list(os.environ):
@@ -210,11 +221,14 @@ EDGE = Path(__file__).resolve().parents[1] / "edge" / "cloudflare"
 
 
 def edge_missing() -> str | None:
-    """Why the Worker cannot be run here (None when it can): node and the pinned npm packages."""
+    """Why the Worker cannot be run here (None when it can): node and the pinned npm packages.
+
+    The tests fail with this reason: a missing tool never skips a test (.ci/run installs them).
+    """
     import shutil
 
     if shutil.which("node") is None:
-        return "node is not installed (the Worker shim runs under Miniflare, an npm package)"
+        return "node is not installed (the Worker shim runs under Miniflare, an npm package): bash .ci/run installs it"
     if not (EDGE / "node_modules" / "miniflare").is_dir():
         return "edge/cloudflare's npm packages are not installed: run `bash edge/cloudflare/ci.sh install`"
     return None

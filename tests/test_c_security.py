@@ -1,14 +1,13 @@
 """The device-side C for hmac-sha256 tokens (mbedTLS) and signed answers (libsodium) agrees with Python.
 
-Needs gcc and the Debian packages libmbedtls-dev and libsodium-dev; each test skips with the
-reason when its library is missing. The signed answers come from a real `build_site` run.
+Needs gcc and the Debian packages libmbedtls-dev and libsodium-dev (.ci/run installs them); each
+test fails with the reason when its library is missing. The signed answers come from a real `build_site` run.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,14 +28,11 @@ NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror"]
 
 
-def _compile(tmp: Path, name: str, sources: list[Path], lib: str, header: str, package: str) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
+def _compile(gcc: str, tmp: Path, name: str, sources: list[Path], lib: str, header: str, package: str) -> Path:
     probe = subprocess.run([gcc, "-E", "-x", "c", "-"], input=f"#include <{header}>\n", capture_output=True,
                            text=True, check=False)
     if probe.returncode != 0:
-        pytest.skip(f"<{header}> not found: apt-get install {package}")
+        pytest.fail(f"<{header}> not found: bash .ci/run installs it (apt-get install {package})")
     binary = tmp / name
     done = subprocess.run([gcc, *CFLAGS, f"-I{SECURE}", "-o", str(binary), *map(str, sources), lib],
                           capture_output=True, text=True, check=False)
@@ -45,15 +41,15 @@ def _compile(tmp: Path, name: str, sources: list[Path], lib: str, header: str, p
 
 
 @pytest.fixture(scope="module")
-def hmac_driver(tmp_path_factory) -> Path:
-    return _compile(tmp_path_factory.mktemp("hmac"), "hmac_token",
+def hmac_driver(gcc, tmp_path_factory) -> Path:
+    return _compile(gcc, tmp_path_factory.mktemp("hmac"), "hmac_token",
                     [ROOT / "tests/c/hmac_token_main.c", SECURE / "otapub_hmac_token.c"],
                     "-lmbedcrypto", "mbedtls/md.h", "libmbedtls-dev")
 
 
 @pytest.fixture(scope="module")
-def verify_driver(tmp_path_factory) -> Path:
-    return _compile(tmp_path_factory.mktemp("verify"), "verify_answer",
+def verify_driver(gcc, tmp_path_factory) -> Path:
+    return _compile(gcc, tmp_path_factory.mktemp("verify"), "verify_answer",
                     [ROOT / "tests/c/verify_answer_main.c", SECURE / "otapub_verify.c"],
                     "-lsodium", "sodium.h", "libsodium-dev")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -101,11 +100,8 @@ def test_readme_worked_examples() -> None:
 
 
 @pytest.fixture(scope="module", params=["-fsigned-char", "-funsigned-char"])
-def c_driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def c_driver(request: pytest.FixtureRequest, gcc: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The driver built with plain char signed, then unsigned: the result must not care."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
     binary = tmp_path_factory.mktemp("ctokens") / "token_vectors"
     command = [
         gcc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
