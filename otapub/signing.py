@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from otapub.errors import OtapubError
+from otapub.git import work_tree_of
 
 KEYS_FILE = "keys.json"
 KEYS_FORMAT = 1
@@ -149,26 +150,13 @@ def parse_public_keys(text: str | None, source: str) -> list[bytes]:
             for i, item in enumerate(t for t in re.split(r"[,\s]+", text or "") if t)]
 
 
-def _repo_root(path: Path) -> Path | None:
-    """The git work tree holding path, if any; path need not exist yet.
-
-    Symlinks are resolved first, then every folder up to the root is looked at for a `.git`
-    (a folder, or a file in linked worktrees and submodules): what git itself looks for.
-    """
-    real = Path(os.path.realpath(path))
-    for folder in (real, *real.parents):
-        if (folder / ".git").exists():
-            return folder
-    return None
-
-
 def forbidden_key_places(config: Any) -> list[tuple[str, Path]]:
     """Folders a private key must not live in: the repository, the site and the fleet."""
     root = Path(os.path.realpath(config.root))
     places: list[tuple[str, Path]] = []
     if getattr(config, "source", None) is not None:
         places.append(("the repository", root))  # the folder of config.json
-    repo = _repo_root(root)
+    repo = work_tree_of(root)
     if repo is not None:
         places.append(("the repository", repo))
     for name in ("site_dir", "fleet_dir"):
@@ -182,7 +170,7 @@ def check_key_location(path: Path, config: Any | None, what: str) -> None:
     real = Path(os.path.realpath(path))
     places = forbidden_key_places(config) if config is not None else []
     # The key's own work tree, wherever otapub runs from: a key there is one `git add -A` from a push.
-    work_tree = _repo_root(real)
+    work_tree = work_tree_of(real)
     if work_tree is not None:
         places.append(("a git work tree", work_tree))
     for name, folder in places:
