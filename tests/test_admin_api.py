@@ -14,7 +14,7 @@ from otapub.errors import OtapubError
 from otapub.firmware import digest_file
 from otapub.server import make_app
 from otapub.tokens import djb2_5381
-from tests.conftest import SECRET, Served, git
+from tests.conftest import SECRET, Served, git, run_threads
 
 KEY = "admin-key-for-tests-7d1e"
 NEW = "02:00:00:00:00:01"
@@ -262,11 +262,7 @@ def test_concurrent_posts_lose_nothing(admin):
         results.append(admin.call("POST", "/admin/devices", {"mac_address": f"02:00:00:00:01:{i:02X}",
                                                              "target_version": "1.3.7"})[0])
 
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(post, 6)
     assert results == [201] * 6
     _, body = admin.call("GET", "/admin/devices")
     assert {f"02:00:00:00:01:{i:02X}" for i in range(6)} <= set(body)
@@ -300,7 +296,13 @@ def test_placeholder_admin_key_is_refused_unless_debug_mode(example):
         AdminApp(example.config())
     result = example.cli("serve", "--port", "1")
     assert result.exit_code != 0 and "admin_api_key" in result.output and "placeholder" in result.output
-    assert AdminApp(example.config(OTA_SERVER_DEBUG_MODE="true")) is not None
+    placeholder = "change-admin-api-key-in-production"
+    api = Api(AdminApp(example.config(OTA_SERVER_DEBUG_MODE="true")))  # debug mode: a local experiment
+    try:
+        assert api.call("GET", "/admin/devices", key=placeholder)[0] == 200
+        assert api.call("GET", "/admin/devices", key=KEY)[0] == 401
+    finally:
+        api.stop()
 
 
 # -- the production server ------------------------------------------------------------------

@@ -6,7 +6,6 @@ sides, so changing either implementation (or the file) without the other fails h
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -16,8 +15,8 @@ import pytest
 
 from otapub.identity import mac12
 from otapub.tokens import SCHEMES, canonical_token, device_token
+from tests.conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN_DIR = ROOT / "examples" / "token"
 DRIVER = ROOT / "tests" / "c" / "token_vectors_main.c"
 VECTORS_FILE = ROOT / "tests" / "vectors" / "tokens.json"
@@ -75,10 +74,7 @@ def test_vectors_cover_the_edge_cases() -> None:
 
 
 def test_vectors_file_is_up_to_date() -> None:
-    spec = importlib.util.spec_from_file_location("make_token_vectors", ROOT / "scripts" / "make_token_vectors.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "scripts" / "make_token_vectors.py")
     assert module.render(module.build_vectors()) == VECTORS_FILE.read_text(encoding="utf-8")
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 SERVICES = ("otapub", "watch")
 # The settings the brief names; .env.example may hold more, never fewer.
 REQUIRED_SETTINGS = {

@@ -22,9 +22,8 @@ from click.testing import CliRunner
 
 from otapub.cli import main
 from otapub.scaffold import init_repository, requirement_from_direct_url
-from tests.conftest import SECRET, git
+from tests.conftest import ROOT, SECRET, git
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "otapub @ git+https://github.com/OWNER/otapub@v0.1.0"
 EXPECTED = [".github/workflows/pr-comment.yml", ".github/workflows/pr.yml", ".github/workflows/publish.yml",
             ".github/zizmor.yml", ".gitignore", "README.md", "config.json", "firmware/README.md",

@@ -20,7 +20,7 @@ from otapub.build import build_site
 from otapub.firmware import digest_file
 from otapub.shim import Shim
 from otapub.tokens import djb2_0_wire, djb2_5381
-from tests.conftest import SECRET, Repo, Served, WorkerServed, edge_missing, populate_example
+from tests.conftest import SECRET, Repo, Served, WorkerServed, edge_missing, populate_example, run_threads
 
 HW = "FireBeetle+2+ESP32-C6"  # the firmware's urlEncode(): space -> '+'
 EEFF = djb2_5381("AABBCCDDEEFF", SECRET)
@@ -279,16 +279,12 @@ def test_concurrent_workers_append_whole_lines(served):
     before = len(checkins(served))
     errors = []
 
-    def hammer():
+    def hammer(_thread: int) -> None:
         for _ in range(50):
             if served.request(check(), {"X-Device-Auth": EEFF})[0] != 200:
                 errors.append(1)
 
-    threads = [threading.Thread(target=hammer) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(hammer, 8)
     assert not errors
     assert len(checkins(served)) == before + 400  # every line parses: none interleaved
 
