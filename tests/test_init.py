@@ -66,8 +66,10 @@ def test_init_scaffolds_a_fleet_that_checks_builds_plans_and_lints(tmp_path):
     built = CliRunner().invoke(main, [*config, "build"], env={"OTA_SERVER_SHARED_SECRET_KEY": SECRET})
     assert built.exit_code == 0 and len(list((target / "site/d").glob("*/020000000001.json"))) == 1, built.output
     assert git(target, "status", "--porcelain") == ""  # .gitignore keeps site/ and .otapub/ out of git
+    tools = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the venv's, first
     for command in lint_commands():
-        done = subprocess.run(command, cwd=target, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(command, cwd=target, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PATH": tools})
         assert done.returncode == 0, (command, done.stdout + done.stderr)
 
 
