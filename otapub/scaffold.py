@@ -1,8 +1,8 @@
 """`otapub init`: a new fleet repository from the skeleton shipped inside the package.
 
-otapub/skeleton/ holds the files as they land, spelled so that packaging keeps them: a path
-part ``dot-x`` lands as ``.x`` (wheels and sdists drop nothing, but globbing tools skip
-dotfiles), and ``@@key@@`` in a file's text is replaced by a value computed here. The example
+otapub/skeleton/ holds the files as they land, but for two spellings: a path part ``dot-x``
+lands as ``.x`` (package-data globs skip dotfiles, so `.github` would be missing from a wheel),
+and ``@@key@@`` in a file's text is replaced by a value computed here. The example
 release's firmware is generated (otapub.imagegen), so the new fleet passes `otapub check` and
 builds at once.
 
@@ -108,7 +108,7 @@ def render(root: Path, requirement: str) -> dict[str, bytes]:
 
 def _check_requirement(requirement: str) -> str:
     requirement = requirement.strip()
-    if not requirement or "\n" in requirement or requirement.startswith("#"):
+    if len(requirement.splitlines()) != 1 or requirement.startswith("#"):
         raise ScaffoldError(f"--package {requirement!r}: expected one pip requirement, e.g. "
                             "'otapub @ git+https://github.com/OWNER/otapub@v0.1.0'")
     return requirement
