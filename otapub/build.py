@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from otapub import __version__
+from otapub.clients import DEFAULT_CLIENTS, ESP32FOTA, ESPHOME, MANIFESTS, ManifestTarget, esp32fota_manifest, \
+    esphome_manifest, manifest_path, manifest_problems
 from otapub.config import Config
 from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.firmware import DigestCache, Digests, digest_file, firmware_site_path
@@ -165,7 +167,7 @@ def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: d
         urls[release.name] = fields
     problems: list[Problem] = []
     dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-    encoders: dict[tuple[str | None, bool], Callable[[Any, Any, Any], bytes]] = {}
+    encoders: dict[tuple[str | None, bool, tuple[str, ...]], Callable[[Any, Any, Any], bytes]] = {}
     for mac, device in fleet.devices.items():
         token = device_token(device.mac12, secret, device.token_scheme or default_scheme)
         path = answer_path(token, device.mac12)
@@ -174,18 +176,48 @@ def render(config: Config, fleet: Fleet, digests: dict[str, Digests], targets: d
             continue
         release = targets.get(mac)
         # allow_downgrade: the shim then offers the release below the reported version too
-        kind = (release.name, release.allow_downgrade or device.allow_downgrade) if release is not None \
-            else (None, False)
+        kind = (release.name if release is not None else None,
+                 release is not None and (release.allow_downgrade or device.allow_downgrade), device.clients)
         encode = encoders.get(kind)
         if encode is None:
             fields = dict(urls[release.name]) if release is not None else {"release": None}
             if kind[1]:
                 fields["allow_downgrade"] = True
+            if device.clients != DEFAULT_CLIENTS:  # the shim answers only the protocols a device declares
+                fields["clients"] = list(device.clients)
             encode = encoders[kind] = _answer_encoder(fields, dumps)
         answers[path] = encode(device.device_id, device.hardware, mac)
+        if device.clients != DEFAULT_CLIENTS:
+            problems += _client_manifests(device, token, release, urls, answers)
     if problems:
         raise ValidationError(problems)
     return Plan(fleet, answers, firmware, digests, len(urls), release_fields=urls)
+
+
+def _client_manifests(device: Any, token: str, release: Release | None, urls: dict[str, dict[str, Any]],
+                      answers: dict[str, bytes]) -> list[Problem]:
+    """The static manifests of a device's clients (otapub.clients) into ``answers``; problems when
+    a client cannot be given the device's target."""
+    target = None
+    if release is not None:
+        fields = urls[release.name]
+        target = ManifestTarget(release.name, release.version, fields["firmware_url"], fields["md5"], fields["sha256"],
+                                fields["size"], fields.get("chip"), release.release_url)
+    why = manifest_problems(device.clients, device.firmware_type, target, release is not None and release.file is not None)
+    if why:
+        where = device.where("client") if "client" in device.field_pos else device.pos
+        return [where.problem(f"devices.{device.mac}.client", "; ".join(why)
+                              + (f" (client from group {device.client_from!r})" if device.client_from else ""))]
+    for client in device.clients:
+        if client not in MANIFESTS:
+            continue
+        if client == ESP32FOTA:
+            data = esp32fota_manifest(device.firmware_type or "", target)
+        else:
+            assert client == ESPHOME  # noqa: S101 (MANIFESTS has two clients)
+            data = esphome_manifest(device.device_id or (release.name if release else device.mac12), target)
+        answers[manifest_path(token, device.mac12, client)] = data
+    return []
 
 
 _DEVICE_FIELDS = ("device_id", "hardware", "mac")  # an answer's own fields, in key order

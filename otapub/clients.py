@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from otapub.checkins import BAD_REQUEST, CLIENT_NOT_DECLARED, NO_SPACE, NO_TARGET, UP_TO_DATE, UPDATE_OFFERED
 from otapub.identity import mac12 as to_mac12
 from otapub.versions import parse_version
 
@@ -164,10 +165,6 @@ _DIGITS = re.compile(r"[0-9]{1,12}")
 _MD5 = re.compile(r"[0-9A-Fa-f]{32}")
 _MAX_HEADER = 128
 
-# Decisions (otapub.checkins) beyond the seed's.
-NO_SPACE = "no_space"
-CLIENT_NOT_DECLARED = "client_not_declared"
-
 
 @dataclass
 class HTTPUpdateRequest:
@@ -209,26 +206,26 @@ class HTTPUpdateAnswer:
 def httpupdate_check(request: HTTPUpdateRequest) -> HTTPUpdateAnswer | None:
     """The request's own mistakes (400), before any file is read; None when it is well formed."""
     if request.platform is None:
-        return HTTPUpdateAnswer(400, "bad_request", "Missing x-ESP32-STA-MAC (or x-ESP8266-STA-MAC) header")
+        return HTTPUpdateAnswer(400, BAD_REQUEST, "Missing x-ESP32-STA-MAC (or x-ESP8266-STA-MAC) header")
     try:
         mac12 = to_mac12(request.mac or "")
     except ValueError:
-        return HTTPUpdateAnswer(400, "bad_request", f"Invalid MAC address format in x-{request.platform}-STA-MAC")
+        return HTTPUpdateAnswer(400, BAD_REQUEST, f"Invalid MAC address format in x-{request.platform}-STA-MAC")
     mode = request.mode or "sketch"
     if mode not in MODES:
-        return HTTPUpdateAnswer(400, "bad_request", f"Unsupported x-{request.platform}-mode "
+        return HTTPUpdateAnswer(400, BAD_REQUEST, f"Unsupported x-{request.platform}-mode "
                                                    f"(known: {', '.join(MODES)})", mac12)
     if request.version is not None and request.version != "":
         try:
             parse_version(request.version)
         except ValueError:
-            return HTTPUpdateAnswer(400, "bad_request", f"Invalid version format in x-{request.platform}-version",
+            return HTTPUpdateAnswer(400, BAD_REQUEST, f"Invalid version format in x-{request.platform}-version",
                                     mac12)
     elif mode == "sketch" and not (request.sketch_md5 and _MD5.fullmatch(request.sketch_md5)):
-        return HTTPUpdateAnswer(400, "bad_request", f"Send x-{request.platform}-version (httpUpdate.update's "
+        return HTTPUpdateAnswer(400, BAD_REQUEST, f"Send x-{request.platform}-version (httpUpdate.update's "
                                 f"currentVersion) or x-{request.platform}-sketch-md5", mac12)
     if request.free_space is not None and not _DIGITS.fullmatch(request.free_space):
-        return HTTPUpdateAnswer(400, "bad_request", f"Invalid x-{request.platform}-free-space", mac12)
+        return HTTPUpdateAnswer(400, BAD_REQUEST, f"Invalid x-{request.platform}-free-space", mac12)
     return None
 
 
@@ -251,9 +248,9 @@ def httpupdate_decision(request: HTTPUpdateRequest, answer: Mapping[str, Any]) -
     mode = request.mode or "sketch"
     target = answer.get("firmware_version")
     if mode == "spiffs":
-        return HTTPUpdateAnswer(304, "no_target", None, mac12)
+        return HTTPUpdateAnswer(304, NO_TARGET, None, mac12)
     if not target:
-        return HTTPUpdateAnswer(200 if mode == "version" else 304, "no_target", None, mac12,
+        return HTTPUpdateAnswer(200 if mode == "version" else 304, NO_TARGET, None, mac12,
                                 version_only=mode == "version")
     if request.version:
         reported = parse_version(request.version)
@@ -263,7 +260,7 @@ def httpupdate_decision(request: HTTPUpdateRequest, answer: Mapping[str, Any]) -
         newer = request.sketch_md5.lower() != answer.get("md5")
     else:
         newer = False  # mode version without a version: report the target only
-    decision = "update_offered" if newer else "up_to_date"
+    decision = UPDATE_OFFERED if newer else UP_TO_DATE
     if mode == "version":
         return HTTPUpdateAnswer(200, decision, None, mac12, version_only=True)
     if not newer:

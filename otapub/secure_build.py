@@ -183,7 +183,9 @@ class SecureBuild:
     # -- the build step ------------------------------------------------------------------------
     def apply(self, plan: Any) -> None:
         """Check anti-rollback, then sign the plan's answers and add keys.json (in place)."""
-        paths = [path for path in plan.answers if path.startswith("d/")]
+        # The answers d/<TOKEN>/<MAC12>.json; not the clients' manifests below d/<TOKEN>/<MAC12>/, whose
+        # formats are the clients' own (otapub.clients).
+        paths = [path for path in plan.answers if path.startswith("d/") and path.count("/") == 2]
         if self._stateless and self.previous_site_url and not self.targets and not self.answers:
             found = self._recover(_fetch(self.previous_site_url, paths), remote=True)
             log.info("previous site %s: %d answer(s) recovered", self.previous_site_url, found)
