@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from otapub.clients import is_answer_path
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.signing import (
@@ -147,6 +148,11 @@ def _tokens(config: Config, fleet: Any, report: Report) -> None:
                    "(docs/security.md); migrate them to hmac-sha256", forgeable)
     elif fleet.devices:
         report.add(OK, "djb2-tokens", f"all {len(fleet.devices)} device(s) use per-device hmac-sha256 tokens")
+    clients = Counter(client for d in fleet.devices.values() for client in d.clients)
+    report.facts["clients"] = dict(sorted(clients.items()))
+    if fleet.devices:
+        report.add(OK, "clients", "devices per update client: " + ", ".join(f"{name} {n}" for name, n in
+                                                                          sorted(clients.items())))
     if config.token_scheme in FORGEABLE_SCHEMES:
         report.add(WARNING, "default-scheme", f"token_scheme (the default for devices that name none) is "
                                               f"{config.token_scheme}; set it to hmac-sha256 for new fleets")
@@ -155,7 +161,7 @@ def _tokens(config: Config, fleet: Any, report: Report) -> None:
 def _answers(plan: Any, report: Report) -> None:
     no_secure = no_sha = insecure_url = 0
     for path, data in plan.answers.items():
-        if not path.startswith("d/"):
+        if not is_answer_path(path):
             continue
         answer = json.loads(data)
         if answer.get("release") is None:
@@ -163,7 +169,7 @@ def _answers(plan: Any, report: Report) -> None:
         no_secure += answer.get("secure_version") is None
         no_sha += not answer.get("sha256")
         insecure_url += str(answer.get("firmware_url", "")).lower().startswith("http://")
-    targeted = sum(1 for p, d in plan.answers.items() if p.startswith("d/") and b'"release":null' not in d)
+    targeted = sum(1 for p, d in plan.answers.items() if is_answer_path(p) and b'"release":null' not in d)
     if no_sha:
         report.add(ERROR, "firmware-sha256", f"{no_sha} answer(s) name firmware without a SHA-256: declare "
                                              "`sha256:` (and `size:`) for every `url:` release", no_sha)

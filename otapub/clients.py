@@ -41,6 +41,11 @@ MANIFESTS = {ESP32FOTA: "esp32fota.json", ESPHOME: "esphome.json"}
 # -- static manifests ------------------------------------------------------------------------------
 
 
+def is_answer_path(path: str) -> bool:
+    """``d/<TOKEN>/<MAC12>.json`` (a device's answer), not a manifest below ``d/<TOKEN>/<MAC12>/``."""
+    return path.startswith("d/") and path.count("/") == 2
+
+
 def manifest_path(token: str, mac12: str, client: str) -> str:
     """``d/<TOKEN>/<MAC12>/<client>.json``: beside the device's answer, as secret as its token."""
     return f"d/{token}/{mac12}/{MANIFESTS[client]}"

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from otapub.clients import is_answer_path
 from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.fsutil import atomic_write, is_temp
 from otapub.signing import (
@@ -185,7 +186,7 @@ class SecureBuild:
         """Check anti-rollback, then sign the plan's answers and add keys.json (in place)."""
         # The answers d/<TOKEN>/<MAC12>.json; not the clients' manifests below d/<TOKEN>/<MAC12>/, whose
         # formats are the clients' own (otapub.clients).
-        paths = [path for path in plan.answers if path.startswith("d/") and path.count("/") == 2]
+        paths = [path for path in plan.answers if is_answer_path(path)]
         if self._stateless and self.previous_site_url and not self.targets and not self.answers:
             found = self._recover(_fetch(self.previous_site_url, paths), remote=True)
             log.info("previous site %s: %d answer(s) recovered", self.previous_site_url, found)

@@ -502,3 +502,32 @@ def test_esp32fota_needs_an_absolute_url(repo):
 def test_semver3():
     assert [semver3(v) for v in ("1", "1.2", "1.2.3", "v1.2.3", "1.2.3.0", "1.2.3.4")] == \
         ["1.0.0", "1.2.0", "1.2.3", "1.2.3", "1.2.3", None]
+
+
+def test_explain_plan_and_audit_show_the_clients(example):
+    from tests.test_plan import git
+
+    example.firmware("fw_2.0.0.bin", size=6000)
+    example.set_config(base_url=BASE_URL)
+    git(example, "init", "-q", "-b", "main")
+    git(example, "add", "-A")
+    git(example, "commit", "-qm", "base")
+    example.write("fleet/clients.yaml", CLIENTS_YAML)
+    result = example.cli("explain", "AA:BB:CC:00:00:25")
+    assert result.exit_code == 0 and "clients: esp32fota, esphome (from group lab); esp32FOTA firmware type lab-fota" \
+        in result.output, result.output
+    assert "clients: seed\n" in example.cli("explain", "AA:BB:CC:DD:EE:FF").output
+    result = example.cli("plan", "--format", "json", env={"OTA_SERVER_SHARED_SECRET_KEY": ""})
+    data = json.loads(result.output)
+    assert data["clients"] == {"esp32fota": 2, "esphome": 2, "httpupdate": 3, "idf": 1, "seed": 4}
+    assert "clients: esp32fota 2, esphome 2, httpupdate 3, idf 1, seed 4" in example.cli("plan").output
+    # a device that changes client is a change the plan shows
+    git(example, "add", "-A")
+    git(example, "commit", "-qm", "clients")
+    example.write("fleet/clients.yaml", CLIENTS_YAML.replace("client: idf", "client: [idf, seed]"))
+    text = example.cli("plan").output
+    assert "1 device client idf -> idf, seed" in text
+    assert "client idf → idf, seed | 1 device" in example.cli("plan", "--format", "markdown").output
+    result = example.cli("audit", "--format", "json")
+    facts = json.loads(result.output)["facts"]
+    assert facts["clients"] == {"esp32fota": 2, "esphome": 2, "httpupdate": 3, "idf": 1, "seed": 5}
