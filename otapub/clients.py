@@ -29,7 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from otapub.checkins import BAD_REQUEST, CLIENT_NOT_DECLARED, NO_SPACE, NO_TARGET, UP_TO_DATE, UPDATE_OFFERED
+from otapub.errors import Problem
+from otapub.firmware import Digests
 from otapub.identity import mac12 as to_mac12
+from otapub.model import Device, Release
 from otapub.versions import parse_version
 
 SEED, IDF, HTTPUPDATE, ESP32FOTA, ESPHOME = "seed", "idf", "httpupdate", "esp32fota", "esphome"
@@ -86,6 +89,26 @@ class ManifestTarget:
     size: int
     chip: str | None
     release_url: str | None = None
+    local: bool = True  # a file the site holds (not a `url:` release)
+
+    @classmethod
+    def of(cls, release: Release, url: str, digests: Digests, chip: str | None) -> ManifestTarget:
+        return cls(release.name, release.version, url, digests.md5, digests.sha256, digests.size, chip,
+                   release.release_url, release.url is None)
+
+
+def device_manifests(device: Device, token: str, target: ManifestTarget | None) -> dict[str, bytes]:
+    """The static manifests of a device's clients, by site path (otapub.render)."""
+    found: dict[str, bytes] = {}
+    for client in device.clients:
+        if client == ESP32FOTA:
+            data = esp32fota_manifest(device.firmware_type or "", target)
+        elif client == ESPHOME:
+            data = esphome_manifest(device.device_id or (target.release if target else device.mac12), target)
+        else:
+            continue
+        found[manifest_path(token, device.mac12, client)] = data
+    return found
 
 
 def esp32fota_manifest(firmware_type: str, target: ManifestTarget | None) -> bytes:
@@ -125,12 +148,19 @@ def esphome_manifest(name: str, target: ManifestTarget | None) -> bytes:
     return json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n"
 
 
-def manifest_problems(clients: tuple[str, ...], firmware_type: str | None, target: ManifestTarget | None,
-                      local: bool) -> list[str]:
-    """Why a device's clients cannot be given its target (empty when they can).
+def client_problem(device: Device, target: ManifestTarget | None) -> Problem | None:
+    """Why a device's clients cannot be given its target, at the device's (or its group's) `client:`."""
+    why = manifest_problems(device.clients, device.firmware_type, target)
+    if not why:
+        return None
+    where = device.where("client") if "client" in device.field_pos else device.pos
+    origin = f" (client from group {device.client_from!r})" if device.client_from else ""
+    return where.problem(f"devices.{device.mac}.client", "; ".join(why) + origin)
 
-    ``local``: the firmware is a file the site holds (not a ``url:`` release).
-    """
+
+def manifest_problems(clients: tuple[str, ...], firmware_type: str | None, target: ManifestTarget | None
+                      ) -> list[str]:
+    """Why a device's clients cannot be given its target (empty when they can)."""
     problems: list[str] = []
     if ESP32FOTA in clients and firmware_type is None:
         problems.append("client esp32fota needs `firmware_type:` (the type its esp32FOTA was built with)")
@@ -152,7 +182,7 @@ def manifest_problems(clients: tuple[str, ...], firmware_type: str | None, targe
             # http_request_update.cpp: a path that contains "http" anywhere is taken as a full URL
             problems.append(f"ESPHome takes a path containing 'http' as a URL: {target.url}; set base_url "
                             "or rename the firmware file")
-    if HTTPUPDATE in clients and not local:
+    if HTTPUPDATE in clients and not target.local:
         problems.append(f"client httpupdate is sent the image by the shim itself: release {target.release!r} "
                         "must be a `file:` release, not a `url:`")
     return problems

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from otapub.build import verify_firmware
+from otapub.check import verify_firmware
 from otapub.config import Config
 from otapub.errors import OtapubError, ValidationError
 from otapub.firmware import DigestCache, Digests

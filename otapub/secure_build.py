@@ -27,8 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from otapub.clients import is_answer_path
+from otapub.config import Config
 from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.fsutil import atomic_write, is_temp
+from otapub.model import Fleet
+from otapub.record import read_record
+from otapub.render import Plan
 from otapub.signing import (
     KEYS_FILE,
     SIGNATURE_MEMBER,
@@ -43,15 +47,14 @@ from otapub.signing import (
     load_signing_key,
     parse_public_keys,
     parse_time,
-    sign_content,
     verify_answer,
 )
+from otapub.targets import Target
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "security.json"
 STATE_FORMAT = 1
-RECORD = "build.json"
 
 
 @dataclass
@@ -70,7 +73,7 @@ def _hash(data: bytes) -> str:
 class SecureBuild:
     """One build's signing and anti-rollback step. Construct early: it loads and checks the key."""
 
-    def __init__(self, config: Any, now: datetime):
+    def __init__(self, config: Config, now: datetime):
         self.now = now.astimezone(timezone.utc)
         self.key: SigningKey | None = load_signing_key(config)
         self.previous = parse_public_keys(config.previous_public_keys, "previous_public_keys")
@@ -116,9 +119,9 @@ class SecureBuild:
             self._recover(_local_answers(site), remote=False)
         # build.json survives a lost or restored state: never issue a version below it.
         try:
-            record = json.loads((site / RECORD).read_bytes())
+            record = read_record(site) or {}
             self.manifest_version = max(self.manifest_version, int(record.get("manifest_version") or 0))
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError):
             pass
 
     def _trusted(self) -> dict[str, bytes]:
@@ -173,6 +176,11 @@ class SecureBuild:
         # the fleet's own, the same from build to build.
         atomic_write(self._path, json.dumps(data, separators=(",", ":")).encode(), mode=0o600)
 
+    @property
+    def signing(self) -> bool:
+        """Are this build's answers signed?"""
+        return self.key is not None
+
     def due(self) -> bool:
         """Must the build run although no input changed? (key changed, or answers need re-signing)"""
         if self.key is None:
@@ -182,7 +190,7 @@ class SecureBuild:
         return self.resign_at is not None and self.now >= self.resign_at
 
     # -- the build step ------------------------------------------------------------------------
-    def apply(self, plan: Any) -> None:
+    def apply(self, plan: Plan) -> None:
         """Check anti-rollback, then sign the plan's answers and add keys.json (in place)."""
         # The answers d/<TOKEN>/<MAC12>.json; not the clients' manifests below d/<TOKEN>/<MAC12>/, whose
         # formats are the clients' own (otapub.clients).
@@ -203,7 +211,7 @@ class SecureBuild:
             self.resign_at = None
         self.key_id = self.key.keyid if self.key is not None else None
 
-    def _check_rollback(self, fleet: Any, targets: Mapping[str, Any], secure_versions: Mapping[str, int | None]
+    def _check_rollback(self, fleet: Fleet, targets: Mapping[str, Target], secure_versions: Mapping[str, int | None]
                         ) -> None:
         """Refuse a target below a device's floor; remember the new floors.
 
@@ -252,7 +260,7 @@ class SecureBuild:
             due = max(due, self.key_expires)
         return due
 
-    def _sign(self, plan: Any, paths: list[str]) -> None:
+    def _sign(self, plan: Plan, paths: list[str]) -> None:
         assert self.key is not None
         key, now = self.key, self.now
         latest = (now + self.lifetime).replace(microsecond=0)
@@ -267,25 +275,24 @@ class SecureBuild:
         kept: dict[str, _Signed] = {}
         resign_at: datetime | None = None
         for path in paths:
-            content = json.loads(plan.answers[path])
-            if any(name in content for name in SIGNED_FIELDS):
-                raise ValueError(f"{path}: the answer already has a field the signature adds")
+            encoder, device_id, hardware, mac = plan.signable[path]
             digest = _hash(plan.answers[path])
             old = self.answers.get(path)
             expires = _time(old.expires) if old is not None else None
             if old is not None and expires is not None and old.content == digest and old.keyid == key.keyid \
                     and expires <= ceiling and now < self._resign_at(expires):
                 # Unchanged and fresh: the same bytes again (no rewrite, no new version).
-                content.update(expires=old.expires, manifest_version=old.version)
-                plan.answers[path] = assemble(canonical_json(content), old.keyid, old.sig)
+                signed = encoder.signed(device_id, hardware, mac, old.expires, old.version)
+                plan.answers[path] = assemble(signed, old.keyid, old.sig)
                 entry = old
             else:
                 if version is None:
                     # Unix time at least: still increasing when every state is lost (a fresh CI runner).
                     version = max(self.manifest_version + 1, int(now.timestamp()))
                 expires = latest
-                content.update(expires=format_time(expires), manifest_version=version)
-                plan.answers[path], sig = sign_content(content, key)
+                signed = encoder.signed(device_id, hardware, mac, format_time(expires), version)
+                sig = key.sign(signed).hex()
+                plan.answers[path] = assemble(signed, key.keyid, sig)
                 entry = _Signed(digest, version, format_time(expires), key.keyid, sig)
             kept[path] = entry
             due = self._resign_at(expires)

@@ -191,6 +191,27 @@ def test_no_op_and_re_signing_at_half_lifetime(signed):
     assert build_site(signed.config(), now=NOW + timedelta(days=4)).noop
 
 
+def test_build_now_moves_rollout_stages_only_never_the_signing_clock(signed):
+    """`build --now 2030-…` must not publish answers that stay valid until 2030 (a freeze attack's window)."""
+    signed.write("fleet/rollouts.yaml", """\
+        rollouts:
+          to-1.3.7:
+            release: panic-1.3.7
+            to: all
+            stages:
+              - {percent: 100, not_before: 2029-06-01T00:00:00Z}
+        """)
+    result = signed.cli("build", "--now", "2030-01-01T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    real = datetime.now(timezone.utc)
+    spare = verify_answer(answer_file(signed, "AABBCC000001").read_bytes(), keys_of(signed), real)
+    assert spare.content["release"] == "panic-1.3.7"  # the stage of 2029 is open "in 2030"
+    for path in signed.site.glob("d/*/*.json"):
+        found = verify_answer(path.read_bytes(), keys_of(signed), real)
+        assert real + timedelta(days=6) < found.expires <= real + timedelta(days=7, minutes=5), path
+        assert found.manifest_version <= version(real) + 1
+
+
 def test_content_change_re_signs_only_that_answer(signed):
     build_site(signed.config(), now=NOW)
     before = signed.snapshot()
@@ -483,7 +504,7 @@ def test_audit_of_a_well_kept_fleet(repo, tmp_path):
     repo.env.update(OTA_SERVER_SHARED_SECRET_KEY="x" * 40, OTA_SERVER_SIGNING_KEY=private)
     repo.set_config(base_url="https://ota.example.com", token_scheme="hmac-sha256",
                     signing_key_expires=(NOW + timedelta(days=365)).strftime("%Y-%m-%d"))
-    assert repo.cli("build", "--now", NOW.isoformat()).exit_code == 0
+    build_site(repo.config(), now=NOW)  # the build machine's clock at NOW (`build --now` moves rollouts only)
     result = repo.cli("audit", "--strict", "--now", (NOW + timedelta(days=1)).isoformat())
     assert result.exit_code == 0, result.output
     assert result.stdout.rstrip().endswith("0 error(s), 0 warning(s)")
