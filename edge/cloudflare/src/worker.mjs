@@ -145,15 +145,10 @@ class Shim {
     } catch {
       return this.refuse(record, 400, "Invalid version format");
     }
-    const token = canonicalToken(request.headers.get("X-Device-Auth"));
-    const raw = token ? await this.store.bytes(`d/${token}/${mac12}.json`) : null;
-    const answer = this.parseAnswer(raw, mac12);
-    if (answer === null) {
-      record.decision = AUTH_FAILED;
-      return this.refuse(record, 401, "Authentication failed");
-    }
-    const target = answer.firmware_version ?? null;
-    record.target = target;
+    const { raw, answer } = await this.deviceAnswer(canonicalToken(request.headers.get("X-Device-Auth")), mac12,
+      record);
+    if (answer === null) return this.refuse(record, 401, "Authentication failed");
+    const target = record.target;
     if (!(answer.clients || DEFAULT_CLIENTS).includes("seed")) {
       record.decision = CLIENT_NOT_DECLARED;
       return this.refuse(record, 403, "Device is not declared for client seed (fleet YAML `client:`)");
@@ -181,6 +176,15 @@ class Shim {
       return jsonWithSigned(body, raw);
     }
     return json(200, body);
+  }
+
+  async deviceAnswer(token, mac12, record) {
+    // The answer at the path the token and the MAC name together: found only for the device's own token.
+    const raw = token ? await this.store.bytes(`d/${token}/${mac12}.json`) : null;
+    const answer = this.parseAnswer(raw, mac12);
+    if (answer === null) record.decision = AUTH_FAILED;
+    else record.target = answer.firmware_version ?? null;
+    return { raw, answer };
   }
 
   refuse(record, status, error) {
@@ -251,15 +255,9 @@ class Shim {
     const mac12 = toMac12(update.mac);
     record.mac = mac12.match(/../g).join(":");
     const offered = pathToken ?? headers.get("X-Device-Auth") ?? basicAuthToken(headers.get("Authorization"));
-    const token = canonicalToken(offered);
-    const raw = token ? await this.store.bytes(`d/${token}/${mac12}.json`) : null;
-    const answer = this.parseAnswer(raw, mac12);
-    if (answer === null) {
-      record.decision = AUTH_FAILED;
-      return this.refuse(record, 401, "Authentication failed");
-    }
-    const target = answer.firmware_version ?? null;
-    record.target = target;
+    const { answer } = await this.deviceAnswer(canonicalToken(offered), mac12, record);
+    if (answer === null) return this.refuse(record, 401, "Authentication failed");
+    const target = record.target;
     const result = httpUpdateDecision(update, answer);
     record.decision = result.decision;
     if (result.error !== null) return this.refuse(record, result.status, result.error);
