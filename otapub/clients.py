@@ -41,6 +41,30 @@ DEFAULT_CLIENTS = (SEED,)
 # Clients whose answer is a static manifest rendered by the build, and its file name.
 MANIFESTS = {ESP32FOTA: "esp32fota.json", ESPHOME: "esphome.json"}
 
+# -- where each client is pointed (`otapub token --urls`) ------------------------------------------
+
+
+def client_urls(base: str, mac12: str, token: str, wire: str, clients: tuple[str, ...]) -> list[str]:
+    """One line per client: the URL to configure and what else the device sends.
+
+    ``token`` is the canonical token (the path key), ``wire`` what the device sends in a header.
+    """
+    lines = []
+    for client in clients:
+        if client == SEED:
+            lines.append(f"seed:       {base}/api/firmware?device_id=...&hardware=...&version=...&mac=... "
+                         f"with X-Device-Auth: {wire} (shim)")
+        elif client == HTTPUPDATE:
+            lines.append(f"httpupdate: {base}/api/httpupdate/{token} (shim; or {base}/api/httpupdate with Basic "
+                         f"password {wire} or X-Device-Auth: {wire})")
+        elif client == IDF:
+            lines.append(f"idf:        {base}/d/{token}/{mac12}.json with X-Device-Auth: {wire}, then its "
+                         "firmware_url (any static host)")
+        else:
+            lines.append(f"{client + ':':11} {base}/{manifest_path(token, mac12, client)} (any static host)")
+    return lines
+
+
 # -- static manifests ------------------------------------------------------------------------------
 
 

@@ -31,6 +31,21 @@ def token_for(config: Config, mac: str, scheme: str | None = None, canonical: bo
     return (chosen.compute if canonical else chosen.wire)(digits, config.shared_secret_key)
 
 
+def client_urls_for(config: Config, mac: str) -> list[str]:
+    """`otapub token --urls`: where each of the device's clients is pointed (otapub.clients)."""
+    from otapub.clients import DEFAULT_CLIENTS, client_urls
+
+    try:
+        key = normalize_mac(mac)
+    except ValueError as exc:
+        raise OtapubError(str(exc)) from None
+    device = load_fleet(config.path("fleet_dir"), config.root).devices.get(key) \
+        if config.path("fleet_dir").is_dir() else None
+    clients = device.clients if device is not None else DEFAULT_CLIENTS
+    base = config.base_url or "<base_url>"
+    return client_urls(base, mac12(mac), token_for(config, mac, canonical=True), token_for(config, mac), clients)
+
+
 def explain_device(config: Config, mac: str, now: datetime | None = None) -> Explanation:
     """Which rule gives device ``mac`` its target at ``now``, and why the others do not.
 

@@ -531,3 +531,18 @@ def test_explain_plan_and_audit_show_the_clients(example):
     result = example.cli("audit", "--format", "json")
     facts = json.loads(result.output)["facts"]
     assert facts["clients"] == {"esp32fota": 2, "esphome": 2, "httpupdate": 3, "idf": 1, "seed": 5}
+
+
+def test_token_urls_point_each_client_at_its_url(served):
+    repo = served.repo
+    result = repo.cli("token", "AA:BB:CC:00:00:25", "--urls")
+    t = token("AABBCC000025")
+    assert result.exit_code == 0 and result.output.splitlines() == [
+        f"esp32fota:  {BASE_URL}/d/{t}/AABBCC000025/esp32fota.json (any static host)",
+        f"esphome:    {BASE_URL}/d/{t}/AABBCC000025/esphome.json (any static host)"]
+    output = repo.cli("token", "aa:bb:cc:00:00:20", "--urls").output
+    assert f"httpupdate: {BASE_URL}/api/httpupdate/{token('AABBCC000020')} (shim;" in output
+    # every URL printed is one the shim answers for that device
+    for line in repo.cli("token", "AA:BB:CC:00:00:25", "--urls").output.splitlines():
+        url = line.split()[1]
+        assert served.request(local(served, url))[0] == 200
