@@ -546,3 +546,21 @@ def test_token_urls_point_each_client_at_its_url(served):
     for line in repo.cli("token", "AA:BB:CC:00:00:25", "--urls").output.splitlines():
         url = line.split()[1]
         assert served.request(local(served, url))[0] == 200
+
+
+def test_examples_use_the_urls_otapub_prints():
+    """Each client example is configured with what `otapub token --urls` prints for its client."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "clients"
+    texts = {p.name: p.read_text() for p in examples.iterdir()}
+    assert set(texts) == {"HTTPUpdateBasic.ino", "esp32FOTA.ino", "esphome.yaml", "idf_https_ota.c"}
+    assert '"https://ota.example.com/api/httpupdate"' in texts["HTTPUpdateBasic.ino"]
+    assert "httpUpdate.setAuthorization(" in texts["HTTPUpdateBasic.ino"]
+    assert re.search(r'"https://ota\.example\.com/d/[0-9A-F]{8}/[0-9A-F]{12}/esp32fota\.json"', texts["esp32FOTA.ino"])
+    assert re.search(r"https://ota\.example\.com/d/[0-9A-F]{8}/[0-9A-F]{12}/esphome\.json", texts["esphome.yaml"])
+    assert "platform: http_request" in texts["esphome.yaml"]
+    assert re.search(r'"https://ota\.example\.com/d/[0-9A-F]{8}/[0-9A-F]{12}\.json"', texts["idf_https_ota.c"])
+    assert ".partial_http_download = true" in texts["idf_https_ota.c"]
+    for name, text in texts.items():
+        assert "otapub token" in text, name
