@@ -13,7 +13,6 @@ import gc
 import hashlib
 import json
 import logging
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from otapub.errors import OtapubError
 from otapub.firmware import DigestCache
 from otapub.fleet import load_fleet
 from otapub.fsutil import exclusive_lock
+from otapub.git import head_commit
 from otapub.inspection import ImageCache
 from otapub.parsecache import ParseCache
 from otapub.publish import BuildResult, BuildState, publish
@@ -85,7 +85,7 @@ def _build_locked(config: Config, site: Path, state_dir: Path, secure: SecureBui
     checked = check_fleet(config, now, cache, images, fleet)
     plan = render(config, checked, signing=secure.signing)
     secure.apply(plan)  # anti-rollback check; signatures, expiry, manifest_version, keys.json
-    result = publish(config, site, plan, state, site_ok and not force, lambda: _git_commit(config.root))
+    result = publish(config, site, plan, state, site_ok and not force, lambda: head_commit(config.root))
     secure.save()
     result.hashed = len(cache.hashed)
     result.inspected = len(images.inspected)
@@ -128,12 +128,3 @@ def _fingerprint(config: Config, files: list[Path], inputs: list[str]) -> str:
         except OSError:
             parts.append([str(path), None])
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _git_commit(root: Path) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None

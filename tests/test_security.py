@@ -6,9 +6,13 @@ The forgery and the signed pass-through run against the real shim over HTTP (Ser
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import os
 import shutil
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -448,6 +452,65 @@ def test_anti_rollback_can_be_allowed_explicitly(repo):
         "file: firmware/app_2.1.0.bin}", "file: firmware/app_2.1.0.bin, allow_secure_version_rollback: true}"))
     pin("app-2.1.0", repo)
     build_site(repo.config(), now=NOW)
+
+
+@contextlib.contextmanager
+def static_host(folder: Path) -> Iterator[str]:
+    """A plain static web host (like GitHub Pages) for a folder, on 127.0.0.1: 404 for what it lacks."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_lost_answer_on_the_live_site_stops_a_build_without_state(tmp_path):
+    """previous_site_url: a device the live site was built with, whose answer the host does not give
+    (404), would lose its anti-rollback floor (41 -> 29 went through): the build fails closed instead."""
+    live = rollback_repo(Repo(tmp_path / "live"))
+    live.write(".gitignore", "site/\n.otapub/\n")
+    live.git("init", "-q", "-b", "main")
+    live.git("add", "-A")
+    live.git("commit", "-qm", "live")
+    build_site(live.config(), now=NOW)
+    assert json.loads((live.site / "build.json").read_text())["source_commit"] == live.git("rev-parse", "HEAD").strip()
+    lost = answer_file(live, "AABBCCDDEE01")
+    kept = lost.read_bytes()
+    lost.unlink()  # the host answers 404 for this device's answer
+    live.git("clone", "-q", str(live.root), str(tmp_path / "ci"))  # a fresh CI runner: no state, no site
+    ci = Repo(tmp_path / "ci")
+    with static_host(live.site) as base:
+        ci.set_config(previous_site_url=base)
+        pin("app-2.1.0", ci)  # secure_version 2 -> 1: what the lost answer's floor forbids
+        with pytest.raises(OtapubError) as failure:
+            build_site(ci.config(), now=NOW)
+        message = str(failure.value)
+        assert "previous_site_url" in message and "AA:BB:CC:DD:EE:01" in message and "anti-rollback" in message
+        assert not ci.site.exists()
+        result = ci.cli("build")
+        assert result.exit_code != 0 and "AA:BB:CC:DD:EE:01" in result.output and "Traceback" not in result.output
+        # with the answer back, the floor is recovered and the rollback refused
+        lost.write_bytes(kept)
+        with pytest.raises(ValidationError, match="anti-rollback"):
+            build_site(ci.config(), now=NOW)
+        # a device the live site was not built with may be absent from it: it is new
+        pin("app-2.2.0", ci)
+        with open(ci.root / "fleet/devices.yaml", "a") as handle:
+            handle.write('  "AA:BB:CC:DD:EE:03":\n    release: app-2.2.0\n')
+        build_site(ci.config(), now=NOW)
+        assert json.loads(answer_file(ci, "AABBCCDDEE03").read_bytes())["secure_version"] == 3
 
 
 # --- audit ------------------------------------------------------------------------------------------
