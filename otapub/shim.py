@@ -229,8 +229,10 @@ class Shim:
         data = self._read(f"d/{token}/{mac12}/{client}.json")
         if data is None:
             return json_response(start_response, 404, {"error": "Not found"})
+        answer = self._read_answer(token, mac12) or {}  # the target the manifest names, for the log
         self.checkins.append({"time": utc_now(), "ip": environ.get("REMOTE_ADDR"), "client": client,
-                              "mac": normalize_mac(mac12), "decision": checkins.MANIFEST_SERVED, "status": 200})
+                              "mac": normalize_mac(mac12), "target": answer.get("firmware_version"),
+                              "decision": checkins.MANIFEST_SERVED, "status": 200})
         start_response(STATUS[200], [("Content-Type", JSON), ("Content-Length", str(len(data))),
                                      ("Cache-Control", "no-store")])
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]

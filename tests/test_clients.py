@@ -293,7 +293,8 @@ def test_esp32fota_manifest_and_download(served):
     assert status == 200 and int(headers["content-length"]) == len(fw) > 0  # getHTTPStream: updateSize > 0
     assert headers["accept-ranges"] == "bytes" and fw[0] == 0xE9 and fw == firmware_bytes(served)
     entry = served.checkins()[-1]
-    assert (entry["client"], entry["mac"], entry["decision"]) == ("esp32fota", "AA:BB:CC:00:00:22", "manifest_served")
+    assert (entry["client"], entry["mac"], entry["target"], entry["decision"]) == \
+        ("esp32fota", "AA:BB:CC:00:00:22", "2.0.0", "manifest_served")
 
 
 def test_esp32fota_without_target_is_an_empty_array(served):
@@ -564,3 +565,24 @@ def test_examples_use_the_urls_otapub_prints():
     assert ".partial_http_download = true" in texts["idf_https_ota.c"]
     for name, text in texts.items():
         assert "otapub token" in text, name
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TEXT = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=70)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(st.sampled_from(["x-ESP32-STA-MAC", "x-ESP8266-STA-MAC", "x-ESP32-version",
+                                               "x-ESP32-mode", "x-ESP32-free-space", "x-ESP32-sketch-md5",
+                                               "x-ESP8266-mode", "X-Device-Auth", "Authorization"]),
+                              st.one_of(_TEXT, st.just("AA:BB:CC:00:00:20"), st.just("Basic Og=="),
+                                        st.just(token("AABBCC000020")), st.just("version"), st.just("0")),
+                              max_size=6),
+       tail=st.one_of(st.just(""), st.just("/" + token("AABBCC000020")), _TEXT.map(lambda t: "/" + t)))
+def test_fuzz_httpupdate_never_5xx(served, values, tail):
+    head = f"GET /api/httpupdate{tail.replace(' ', '%20').replace('#', '%23').replace('?', '%3F')} HTTP/1.0\r\n"
+    head += f"Host: 127.0.0.1:{served.port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in values.items()) + "\r\n"
+    status, _, body = exchange(served, head.encode())
+    assert 200 <= status < 500, body[:300]

@@ -235,8 +235,9 @@ class Shim {
     // Rendered by the build; a static host serves the same file. Logged here because the shim can.
     const data = await this.store.bytes(`d/${token}/${mac12}/${client}.json`);
     if (data === null) return notFound();
+    const answer = this.parseAnswer(await this.store.bytes(`d/${token}/${mac12}.json`), mac12); // for the log
     logCheckin({ time: utcNow(), ip: request.headers.get("CF-Connecting-IP"), client, mac: mac12.match(/../g).join(":"),
-      decision: MANIFEST_SERVED, status: 200 });
+      target: answer?.firmware_version ?? null, decision: MANIFEST_SERVED, status: 200 });
     return new Response(data, { status: 200, headers: [["Content-Type", JSON_TYPE],
       ["Content-Length", String(data.byteLength)], ["Cache-Control", "no-store"]] });
   }
