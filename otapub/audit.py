@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from otapub.check import Checked, check_fleet
+from otapub.clients import is_answer_path
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import firmware_url
@@ -238,8 +239,8 @@ def _published(config: Config, now: datetime, keyid: str, report: Report) -> Non
     earliest: datetime | None = None
     for dirpath, _dirs, names in os.walk(site / "d"):
         for name in names:
-            if not name.endswith(".json"):
-                continue
+            if not is_answer_path(os.path.relpath(os.path.join(dirpath, name), site)) or not name.endswith(".json"):
+                continue  # a client's manifest (otapub.clients) is in the client's format, not signed
             try:
                 data = Path(dirpath, name).read_bytes()
                 expires = json.loads(data).get("expires") if SIGNATURE_MEMBER in data else None

@@ -586,3 +586,20 @@ def test_fuzz_httpupdate_never_5xx(served, values, tail):
     head += f"Host: 127.0.0.1:{served.port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in values.items()) + "\r\n"
     status, _, body = exchange(served, head.encode())
     assert 200 <= status < 500, body[:300]
+
+
+def test_signed_site_signs_answers_and_leaves_manifests_in_the_clients_format(example):
+    from otapub.signing import generate_key
+
+    example.firmware("fw_2.0.0.bin", size=6000)
+    example.write("fleet/clients.yaml", CLIENTS_YAML)
+    example.set_config(base_url=BASE_URL)
+    example.env["OTA_SERVER_SIGNING_KEY"] = generate_key()[0]
+    assert example.cli("build").exit_code == 0
+    t = token("AABBCC000022")
+    answer = json.loads((example.site / f"d/{t}/AABBCC000022.json").read_bytes())
+    assert "signature" in answer and answer["clients"] == ["esp32fota"]
+    manifest = json.loads((example.site / f"d/{t}/AABBCC000022/esp32fota.json").read_bytes())
+    assert set(manifest) == {"type", "version", "url", "md5", "sha256", "size", "release"}
+    report = json.loads(example.cli("audit", "--format", "json").output)
+    assert not [f for f in report["findings"] if f["check"] == "published" and f["severity"] != "ok"], report
