@@ -120,10 +120,10 @@ def build(ctx: Context, now: str | None, force: bool) -> None:
 @pass_ctx
 @handle_errors
 def check(ctx: Context, now: str | None) -> None:
-    """Validate the fleet and verify firmware checksums; write nothing."""
-    from otapub.check import check_fleet
+    """Run every check build runs (fleet, firmware, anti-rollback); write nothing."""
+    from otapub.check import check_site
 
-    fleet = check_fleet(ctx.config, now=parse_now(now)).fleet
+    fleet = check_site(ctx.config, now=parse_now(now)).fleet
     click.echo(f"ok: {len(fleet.devices)} devices, {len(fleet.releases)} releases, {len(fleet.files)} fleet files")
 
 

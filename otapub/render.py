@@ -21,15 +21,11 @@ from otapub.config import Config
 from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.firmware import DigestCache, Digests, firmware_site_path, firmware_url
 from otapub.inspection import ImageCache, ImageFacts, answer_fields
+from otapub.layout import answer_path
 from otapub.model import Fleet
 from otapub.signing import SIGNED_FIELDS
 from otapub.targets import Target
 from otapub.tokens import device_token
-
-
-def answer_path(token: str, mac12: str) -> str:
-    return f"d/{token}/{mac12}.json"
-
 
 Encode = Callable[[Any, Any, str], bytes]  # (device_id, hardware, mac) -> the answer's bytes
 
