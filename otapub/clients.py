@@ -98,7 +98,7 @@ def chip_family(chip: str) -> str:
     ESPHome compares it with ESPHOME_VARIANT (esphome/components/esp32/const.py VARIANT_FRIENDLY).
     """
     upper = chip.upper()
-    return upper if upper == "ESP32" else f"ESP32-{upper.removeprefix('ESP32')}"
+    return upper if upper == "ESP32" or not upper.startswith("ESP32") else f"ESP32-{upper.removeprefix('ESP32')}"
 
 
 @dataclass(frozen=True)

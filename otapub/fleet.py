@@ -15,7 +15,7 @@ from typing import Any
 from otapub.clients import CLIENTS
 from otapub.errors import Problem, ValidationError
 from otapub.identity import mac12 as to_mac12
-from otapub.image import CHIPS
+from otapub.image import CHIPS, ESP8266
 from otapub.model import DEFAULT_CHANNEL, Channel, Device, Fleet, Group, Release, Rollout, Stage
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
@@ -176,8 +176,8 @@ def chip_name(text: str) -> str:
 
 def _chip(value: Any, pos: Pos, field: str, out: _Collector) -> str | None:
     name = chip_name(value) if isinstance(value, str) else None
-    if name not in CHIPS:
-        out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(CHIPS)})")
+    if name not in CHIPS and name != ESP8266:  # ESP8266: for Arduino's ESP8266httpUpdate (docs/clients.md)
+        out.add(pos, field, f"unknown chip {value!r} (known: {', '.join([*CHIPS, ESP8266])})")
         return None
     return name
 

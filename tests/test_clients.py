@@ -603,3 +603,37 @@ def test_signed_site_signs_answers_and_leaves_manifests_in_the_clients_format(ex
     assert set(manifest) == {"type", "version", "url", "md5", "sha256", "size", "release"}
     report = json.loads(example.cli("audit", "--format", "json").output)
     assert not [f for f in report["findings"] if f["check"] == "published" and f["severity"] != "ok"], report
+
+
+def test_esp8266_release_served_to_esp8266httpupdate(repo):
+    """A real ESP8266 image (esptool's test image) as a `chip: esp8266` release, sent to ESP8266httpUpdate."""
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "esp8266_deepsleep.bin").read_bytes()
+    repo.firmware("deepsleep.bin", data)
+    repo.firmware("esp32.bin", version="1.0.0")
+    repo.write("fleet/fleet.yaml", """\
+        releases:
+          sleep: {version: "1.1.0", file: firmware/deepsleep.bin, chip: esp8266, version_source: declared}
+        devices:
+          "AA:BB:CC:00:00:40": {client: httpupdate, chip: esp8266, release: sleep}
+        """)
+    assert repo.cli("build").exit_code == 0
+    server = Served(repo)
+    try:
+        status, headers, body = exchange(server, esp8266_update(server, "AA:BB:CC:00:00:40", "1.0.0",
+                                                                basic=f"u:{token('AABBCC000040')}"))
+        assert_httpupdate_installs(status, headers, body, 1000000, data)
+    finally:
+        server.stop()
+    # the image's kind is checked, and an ESP8266 image carries no version to check
+    for release, message in [
+        ("{version: '1.1.0', file: firmware/deepsleep.bin, chip: esp8266}", "has no app descriptor"),
+        ("{version: '1.0.0', file: firmware/esp32.bin, chip: esp8266, version_source: declared}",
+         "firmware/esp32.bin is not an ESP8266 image"),
+        ("{version: '1.1.0', file: firmware/deepsleep.bin, version_source: declared}",
+         "is not an ESP32 application image: ESP8266 image"),
+    ]:
+        repo.write("fleet/fleet.yaml", f"releases:\n  sleep: {release}\n")
+        result = repo.cli("check")
+        assert result.exit_code != 0 and message in result.output, result.output
