@@ -26,10 +26,9 @@ from otapub.check import check_site
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import DigestCache, Digests, digest_file
-from otapub.fleet import chip_name, load_fleet, load_fleet_texts
+from otapub.fleet import KNOWN_CHIPS, chip_name, load_fleet, load_fleet_texts
 from otapub.fsutil import TMP_MARK, atomic_write, exclusive_lock
 from otapub.identity import mac12, normalize_mac
-from otapub.image import CHIPS
 from otapub.model import Device, Fleet
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
@@ -536,8 +535,8 @@ def _chip(text: str | None) -> str | None:
     if text is None:
         return None
     name = chip_name(_text(text, "chip"))
-    if name not in CHIPS:
-        raise OtapubError(f"chip: unknown chip {text!r} (known: {', '.join(CHIPS)})")
+    if name not in KNOWN_CHIPS:
+        raise OtapubError(f"chip: unknown chip {text!r} (known: {', '.join(KNOWN_CHIPS)})")
     return name
 
 

@@ -38,6 +38,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _URL = re.compile(r"https?://[^\s/]+/\S*")
+# ESP32-family chips (their images are parsed), and the ESP8266 for ESP8266httpUpdate (docs/clients.md).
+KNOWN_CHIPS = (*CHIPS, ESP8266)
 _FIRMWARE_TYPE = re.compile(r"[!-~]{1,64}")
 _CANONICAL_MAC = re.compile(r"(?:[0-9A-F]{2}:){5}[0-9A-F]{2}")
 _DEVICE_KEY_SET = frozenset(DEVICE_KEYS)
@@ -176,8 +178,8 @@ def chip_name(text: str) -> str:
 
 def _chip(value: Any, pos: Pos, field: str, out: _Collector) -> str | None:
     name = chip_name(value) if isinstance(value, str) else None
-    if name not in CHIPS and name != ESP8266:  # ESP8266: for Arduino's ESP8266httpUpdate (docs/clients.md)
-        out.add(pos, field, f"unknown chip {value!r} (known: {', '.join([*CHIPS, ESP8266])})")
+    if name not in KNOWN_CHIPS:
+        out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(KNOWN_CHIPS)})")
         return None
     return name
 
