@@ -226,8 +226,7 @@ def test_httpupdate_bad_input_is_a_clear_4xx_and_logged(served, case, status, er
     t = token("AABBCC000020")
     mac = "AA:BB:CC:00:00:20"
     request = {
-        "no MAC header": lambda: esp32_update(served, mac, auth=t).replace(b"x-ESP32-STA-MAC: " + mac.encode() + b"\r\n",
-                                                                           b""),
+        "no MAC header": lambda: esp32_update(served, mac, auth=t).replace(f"x-ESP32-STA-MAC: {mac}\r\n".encode(), b""),
         "bad MAC header": lambda: esp32_update(served, mac, auth=t, sta_mac="AA:BB:CC:00:00"),
         "MAC of another device": lambda: esp32_update(served, "AA:BB:CC:00:00:22", auth=t),
         "wrong token": lambda: esp32_update(served, mac, auth="DEADBEEF"),
