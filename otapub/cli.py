@@ -184,7 +184,7 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None,
 @handle_errors
 def status(ctx: Context, log_path: Path | None, as_json: bool) -> None:
     """Per device: last check, last reported version, target and state."""
-    from otapub.status import fleet_status
+    from otapub.devices import fleet_status
 
     rows = fleet_status(ctx.config, log_path)
     if as_json:
@@ -220,10 +220,9 @@ def plan(ctx: Context, base: str | None, fmt: str, now: str | None) -> None:
 @handle_errors
 def watch(ctx: Context, host: str, port: int | None, poll: bool) -> None:
     """Build, serve locally, and rebuild on every change to the fleet, firmware, templates or config."""
-    from otapub.server import refuse_placeholders
     from otapub.watch import Watcher
 
-    refuse_placeholders(ctx.config)
+    ctx.config.refuse_placeholders(doing="refusing to start: ")
     watcher = Watcher(ctx.config_path, host, port if port is not None else ctx.config.server_port, poll, click.echo)
     try:
         watcher.run()
@@ -271,7 +270,7 @@ def _edit_summary(verb: str, mac: str, result: Any, config: Config) -> str:
 @handle_errors
 def device_list(ctx: Context, as_json: bool) -> None:
     """All devices: target and what the check-in log last saw."""
-    from otapub.inventory import Views, load
+    from otapub.devices import Views, load
 
     views = Views(ctx.config, load(ctx.config)).all()
     if as_json:
@@ -294,8 +293,8 @@ def device_list(ctx: Context, as_json: bool) -> None:
 @handle_errors
 def device_get(ctx: Context, mac: str, show_token: bool, as_json: bool) -> None:
     """Everything known about one device."""
+    from otapub.devices import Views, device_token, load
     from otapub.edit import DeviceNotFound, parse_mac
-    from otapub.inventory import Views, device_token, load
 
     mac = parse_mac(mac)
     fleet = load(ctx.config)

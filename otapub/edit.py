@@ -23,10 +23,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from otapub.check import check_site
+from otapub.chips import known_chip
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import DigestCache, Digests, digest_file
-from otapub.fleet import KNOWN_CHIPS, chip_name, load_fleet, load_fleet_texts
+from otapub.fleet import load_fleet, load_fleet_texts
 from otapub.fsutil import TMP_MARK, atomic_write, exclusive_lock
 from otapub.identity import mac12, normalize_mac
 from otapub.model import Device, Fleet
@@ -534,10 +535,10 @@ def _chip(text: str | None) -> str | None:
     """esptool's name of a chip given in any spelling (ESP32-C6, esp32_c6 ...)."""
     if text is None:
         return None
-    name = chip_name(_text(text, "chip"))
-    if name not in KNOWN_CHIPS:
-        raise OtapubError(f"chip: unknown chip {text!r} (known: {', '.join(KNOWN_CHIPS)})")
-    return name
+    try:
+        return known_chip(_text(text, "chip"))
+    except ValueError as exc:
+        raise OtapubError(f"chip: {exc}") from None
 
 
 def _device_fields(device: Device) -> dict[str, Any]:

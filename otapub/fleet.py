@@ -12,15 +12,16 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from otapub.chips import KNOWN_CHIPS, known_chip
 from otapub.clients import CLIENTS
 from otapub.errors import Problem, ValidationError
 from otapub.identity import mac12 as to_mac12
-from otapub.image import CHIPS, ESP8266
+from otapub.located import Map, Pos, Seq
 from otapub.model import DEFAULT_CHANNEL, Channel, Device, Fleet, Group, Release, Rollout, Stage
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
-from otapub.yamlsource import Map, Pos, Seq, YAMLProblem, fleet_files, load_yaml, read_yaml
+from otapub.yamlsource import YAMLProblem, fleet_files, load_yaml, read_yaml
 
 TOP_LEVEL = ("releases", "devices", "groups", "channels", "rollouts")
 RESERVED: tuple[str, ...] = ()
@@ -38,8 +39,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _URL = re.compile(r"https?://[^\s/]+/\S*")
-# ESP32-family chips (their images are parsed), and the ESP8266 for ESP8266httpUpdate (docs/clients.md).
-KNOWN_CHIPS = (*CHIPS, ESP8266)
 _FIRMWARE_TYPE = re.compile(r"[!-~]{1,64}")
 _CANONICAL_MAC = re.compile(r"(?:[0-9A-F]{2}:){5}[0-9A-F]{2}")
 _DEVICE_KEY_SET = frozenset(DEVICE_KEYS)
@@ -171,17 +170,14 @@ def _parse_release(name: str, entry: Any, pos: Pos, root: Path, out: _Collector)
     return release
 
 
-def chip_name(text: str) -> str:
-    """esptool's chip name for "ESP32-C6", "esp32_c6", "esp32c6" ..."""
-    return re.sub(r"[-_ ]", "", text.strip().lower())
-
-
 def _chip(value: Any, pos: Pos, field: str, out: _Collector) -> str | None:
-    name = chip_name(value) if isinstance(value, str) else None
-    if name not in KNOWN_CHIPS:
-        out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(KNOWN_CHIPS)})")
-        return None
-    return name
+    try:
+        if isinstance(value, str):
+            return known_chip(value)
+    except ValueError:
+        pass
+    out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(KNOWN_CHIPS)})")
+    return None
 
 
 def _flag(value: Any, pos: Pos, field: str, out: _Collector) -> bool:

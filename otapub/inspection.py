@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from otapub.chips import ESP8266
 from otapub.errors import Problem
 from otapub.firmware import Digests
-from otapub.image import ESP8266, ImageError, ImageInfo, esp8266_image, inspect_image
+from otapub.image import ImageError, ImageInfo, esp8266_image, inspect_image
 from otapub.model import Fleet, Release
 from otapub.versions import parse_version
 

@@ -53,7 +53,7 @@ from otapub.signing import (
     verify_answer,
 )
 from otapub.targets import Target
-from otapub.tokens import device_token
+from otapub.tokens import DeviceTokens
 
 if TYPE_CHECKING:  # the renderer's and the checks' output come in; neither module is needed to run
     from otapub.check import Checked
@@ -190,14 +190,14 @@ class SecureBuild:
         if record is None:
             log.warning("previous site %s has no build record (build.json): taken as never published", base)
             return []
-        secret, default = self.config.shared_secret_key, self.config.token_scheme
+        config = self.config
+        token = DeviceTokens(config.secret("the answers' paths derive from it"), config.token_scheme).canonical
         devices = fleet.devices
         commit = record.get("source_commit")
         if isinstance(commit, str) and commit:
             previous = _fleet_at(self.config, commit, base)
             devices = {mac: previous[mac] for mac in devices if mac in previous}
-        wanted = {answer_path(device_token(d.mac12, secret, d.token_scheme or default), d.mac12): mac
-                  for mac, d in devices.items()}
+        wanted = {answer_path(token(device), device.mac12): mac for mac, device in devices.items()}
         found = _fetch(base, wanted)
         missing = [wanted[path] for path, data in found.items() if data is None]
         if missing:
