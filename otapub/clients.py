@@ -31,7 +31,7 @@ from typing import Any
 from otapub.checkins import BAD_REQUEST, CLIENT_NOT_DECLARED, NO_SPACE, NO_TARGET, UP_TO_DATE, UPDATE_OFFERED
 from otapub.errors import Problem
 from otapub.firmware import Digests
-from otapub.identity import mac12 as to_mac12
+from otapub.mac import mac12 as to_mac12
 from otapub.model import Device, Release
 from otapub.versions import parse_version
 

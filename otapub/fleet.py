@@ -15,8 +15,8 @@ from typing import Any
 from otapub.chips import KNOWN_CHIPS, known_chip
 from otapub.clients import CLIENTS
 from otapub.errors import Problem, ValidationError
-from otapub.identity import mac12 as to_mac12
 from otapub.located import Map, Pos, Seq
+from otapub.mac import mac12 as to_mac12
 from otapub.model import DEFAULT_CHANNEL, Channel, Device, Fleet, Group, Release, Rollout, Stage
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
