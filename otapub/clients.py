@@ -32,12 +32,11 @@ from otapub.checkins import BAD_REQUEST, CLIENT_NOT_DECLARED, NO_SPACE, NO_TARGE
 from otapub.errors import Problem
 from otapub.firmware import Digests
 from otapub.mac import mac12 as to_mac12
-from otapub.model import Device, Release
+from otapub.model import DEFAULT_CLIENTS, Device, Release
 from otapub.versions import parse_version
 
 SEED, IDF, HTTPUPDATE, ESP32FOTA, ESPHOME = "seed", "idf", "httpupdate", "esp32fota", "esphome"
 CLIENTS = (SEED, HTTPUPDATE, ESP32FOTA, ESPHOME, IDF)
-DEFAULT_CLIENTS = (SEED,)
 # Clients whose answer is a static manifest rendered by the build, and its file name.
 MANIFESTS = {ESP32FOTA: "esp32fota.json", ESPHOME: "esphome.json"}
 

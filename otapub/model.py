@@ -45,6 +45,9 @@ class Release(_Located):
         return self.hardware is None or (hardware is not None and hardware in self.hardware)
 
 
+DEFAULT_CLIENTS = ("seed",)  # the seed's protocol (otapub.clients)
+
+
 @dataclass
 class Device(_Located):
     mac: str  # AA:BB:CC:DD:EE:FF
@@ -61,7 +64,7 @@ class Device(_Located):
     allow_secure_version_rollback: bool = False  # its target may move to a lower secure_version
     # The update clients it speaks (otapub.clients), as declared on the device, else on a group, else
     # the default; ``client_from`` says where it came from (a group's name; None: the device or default).
-    clients: tuple[str, ...] = ("seed",)
+    clients: tuple[str, ...] = DEFAULT_CLIENTS
     client_from: str | None = None
     firmware_type: str | None = None  # esp32FOTA's firmware type (its manifest's `type`)
     field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
