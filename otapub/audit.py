@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from otapub.check import Checked, check_fleet
-from otapub.clients import is_answer_path
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import firmware_url
 from otapub.inspection import answer_fields
+from otapub.layout import is_answer_path
 from otapub.signing import (
     KEYS_FILE,
     SIGNATURE_MEMBER,

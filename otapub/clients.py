@@ -31,14 +31,13 @@ from typing import Any
 from otapub.checkins import BAD_REQUEST, CLIENT_NOT_DECLARED, NO_SPACE, NO_TARGET, UP_TO_DATE, UPDATE_OFFERED
 from otapub.errors import Problem
 from otapub.firmware import Digests
+from otapub.layout import manifest_path
 from otapub.mac import mac12 as to_mac12
 from otapub.model import DEFAULT_CLIENTS, Device, Release
 from otapub.versions import parse_version
 
 SEED, IDF, HTTPUPDATE, ESP32FOTA, ESPHOME = "seed", "idf", "httpupdate", "esp32fota", "esphome"
 CLIENTS = (SEED, HTTPUPDATE, ESP32FOTA, ESPHOME, IDF)
-# Clients whose answer is a static manifest rendered by the build, and its file name.
-MANIFESTS = {ESP32FOTA: "esp32fota.json", ESPHOME: "esphome.json"}
 
 # -- where each client is pointed (`otapub token --urls`) ------------------------------------------
 
@@ -65,16 +64,6 @@ def client_urls(base: str, mac12: str, token: str, wire: str, clients: tuple[str
 
 
 # -- static manifests ------------------------------------------------------------------------------
-
-
-def is_answer_path(path: str) -> bool:
-    """``d/<TOKEN>/<MAC12>.json`` (a device's answer), not a manifest below ``d/<TOKEN>/<MAC12>/``."""
-    return path.startswith("d/") and path.count("/") == 2
-
-
-def manifest_path(token: str, mac12: str, client: str) -> str:
-    """``d/<TOKEN>/<MAC12>/<client>.json``: beside the device's answer, as secret as its token."""
-    return f"d/{token}/{mac12}/{MANIFESTS[client]}"
 
 
 def semver3(version: str) -> str | None:

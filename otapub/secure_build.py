@@ -26,14 +26,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from otapub.clients import is_answer_path
 from otapub.config import Config
 from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write, is_temp
 from otapub.git import tree_at
 from otapub.inspection import answer_fields
-from otapub.layout import answer_path
+from otapub.layout import answer_path, is_answer_path
 from otapub.model import Device, Fleet
 from otapub.record import RECORD, read_record
 from otapub.signing import (
