@@ -282,6 +282,7 @@ def test_esp32fota_manifest_and_download(served):
     t = token("AABBCC000022")
     status, headers, body = exchange(served, esp32_get(served, f"/d/{t}/AABBCC000022/esp32fota.json"))
     assert status == 200 and headers["content-type"] == "application/json"
+    assert len(body) < 2048  # DynamicJsonDocument JSONResult(JSON_FW_BUFF_SIZE = 2048)
     doc = json.loads(body)  # deserializeJson; an object: checkJSONManifest(doc)
     assert isinstance(doc, dict)
     assert isinstance(doc["type"], str) and doc["type"] == "panic-fota"  # strcmp with the firmware's type
