@@ -91,6 +91,7 @@ class Views:
             "pinned_by": "target_version" if device.target_version is not None else
                          ("release" if device.release is not None else None),
             "token_scheme": scheme_of(device, self.config.token_scheme),
+            "clients": list(device.clients),  # the update clients it speaks (docs/clients.md)
             "declared_in": f"{device.pos.file}:{device.pos.line}",
             "last_check": seen.last_check if seen else None,
             "last_update": seen.last_update if seen else None,

@@ -519,6 +519,8 @@ def test_explain_plan_and_audit_show_the_clients(example):
     assert result.exit_code == 0 and "clients: esp32fota, esphome (from group lab); esp32FOTA firmware type lab-fota" \
         in result.output, result.output
     assert "clients: seed\n" in example.cli("explain", "AA:BB:CC:DD:EE:FF").output
+    view = json.loads(example.cli("device", "get", "AA:BB:CC:00:00:25", "--json").output)
+    assert view["clients"] == ["esp32fota", "esphome"]
     result = example.cli("plan", "--format", "json", env={"OTA_SERVER_SHARED_SECRET_KEY": ""})
     data = json.loads(result.output)
     assert data["clients"] == {"esp32fota": 2, "esphome": 2, "httpupdate": 3, "idf": 1, "seed": 4}
