@@ -370,8 +370,14 @@ def test_idf_https_ota_replay(served):
     answer = json.loads(body)
     assert status == 200 and answer["firmware_version"] == "2.0.0" and answer["clients"] == ["idf"]
     assert served.checkins()[-1]["client"] == "idf" and served.checkins()[-1]["decision"] == "answer_served"
-    path = local(served, answer["firmware_url"])
     fw = firmware_bytes(served)
+    # the content-addressed URL the answer names, and the seed's /firmware/<name> (ETag from mtime)
+    for path in (local(served, answer["firmware_url"]), "/firmware/fw_2.0.0.bin"):
+        idf_download(served, path, fw, auth)
+
+
+def idf_download(served, path: str, fw: bytes, auth: str) -> None:
+    """esp_https_ota_begin / perform against one firmware URL, request by request."""
     size = len(fw)
     # 2. partial_http_download: HEAD for the image length (the token header rides along)
     status, headers, body = exchange(served, idf_request(served, "HEAD", path, auth))
