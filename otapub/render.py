@@ -133,7 +133,8 @@ def render(config: Config, checked: Checked, require_secret: bool = True, signin
                 release is not None and (release.allow_downgrade or device.allow_downgrade), device.clients)
         encode = encodes.get(kind)
         if encode is None:
-            fields = dict(fields_by_release[release.name]) if release is not None else {"release": None}
+            fields: dict[str, Any] = dict(fields_by_release[release.name]) if release is not None \
+                else {"release": None}
             if kind[1]:
                 fields["allow_downgrade"] = True
             if device.clients != DEFAULT_CLIENTS:  # the shim answers only the protocols a device declares
