@@ -154,12 +154,17 @@ def check(ctx: Context, now: str | None) -> None:
 @click.argument("mac")
 @click.option("--scheme", help="Token scheme (default: the device's in the fleet, else the config's token_scheme).")
 @click.option("--canonical", is_flag=True, help="Print the canonical form (the site's path key), not the wire form.")
+@click.option("--urls", is_flag=True, help="Print where each of the device's clients (fleet YAML `client:`) is "
+                                           "pointed: URL and header (docs/clients.md).")
 @pass_ctx
 @handle_errors
-def token(ctx: Context, mac: str, scheme: str | None, canonical: bool) -> None:
+def token(ctx: Context, mac: str, scheme: str | None, canonical: bool, urls: bool) -> None:
     """Print the X-Device-Auth token a device must send."""
-    from otapub.devices import token_for
+    from otapub.devices import client_urls_for, token_for
 
+    if urls:
+        click.echo("\n".join(client_urls_for(ctx.config, mac)))
+        return
     click.echo(token_for(ctx.config, mac, scheme, canonical))
 
 

@@ -156,9 +156,11 @@ def test_unknown_mac_and_wrong_token_are_indistinguishable(served):
 def test_checkin_log_lines(served):
     served.json(check(version="1.3.7"), {"X-Device-Auth": EEFF})
     entry = checkins(served)[-1]
-    assert set(entry) == {"time", "client", "mac", "device_id", "hardware", "version", "target", "decision", "status"}
+    assert set(entry) == {"time", "ip", "client", "mac", "device_id", "hardware", "version", "target", "decision",
+                          "status"}
     assert entry["mac"] == "AA:BB:CC:DD:EE:FF" and entry["version"] == "1.3.7" and entry["target"] == "1.3.8"
-    assert entry["decision"] == "update_offered" and entry["status"] == 200 and entry["client"] == "127.0.0.1"
+    assert entry["decision"] == "update_offered" and entry["status"] == 200
+    assert entry["ip"] == "127.0.0.1" and entry["client"] == "seed"
     text = log_text(served)
     assert EEFF not in text and EEFF.lower() not in text and SECRET not in text
 
