@@ -172,16 +172,21 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None,
 
 
 @main.command()
-@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Check-in log to read (default: checkin_log).")
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Another check-in log to fold into the store first, e.g. the Worker's converted logs "
+                   "(repeatable; the shim's checkin_log is always folded).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 @handle_errors
-def status(ctx: Context, log_path: Path | None, as_json: bool) -> None:
-    """Per device: last check, last reported version, target and state."""
+def status(ctx: Context, logs: tuple[Path, ...], as_json: bool) -> None:
+    """Per device: last check, last reported version, target and state.
+
+    Answers from the check-in store (checkin_db), after folding in what the logs gained since
+    the last call.
+    """
     from otapub.status import fleet_status
 
-    rows = fleet_status(ctx.config, log_path)
+    rows = fleet_status(ctx.config, logs)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return

@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from otapub.checkins import Seen, read_checkins
+from otapub.checkins import Seen
+from otapub.checkinstore import folded
 from otapub.config import Config
 from otapub.edit import digest_cache
 from otapub.errors import OtapubError
 from otapub.firmware import Digests, firmware_site_path
 from otapub.fleet import load_fleet
-from otapub.identity import normalize_mac
 from otapub.model import Device, Fleet, Release
 from otapub.targets import resolve_targets
 from otapub.tokens import get_scheme
@@ -27,15 +27,9 @@ def load(config: Config) -> Fleet:
 
 
 def checkins(config: Config) -> dict[str, Seen]:
-    """Last check-in per MAC; keys normalised so any logged spelling matches."""
-    path = config.path("checkin_log") if config.checkin_log else None
-    seen: dict[str, Seen] = {}
-    for mac, item in read_checkins(path).items():
-        try:
-            seen[normalize_mac(mac)] = item
-        except ValueError:
-            continue
-    return seen
+    """Last check-in per MAC (normalised), from the check-in store with the log folded in."""
+    with folded(config) as store:
+        return store.devices()
 
 
 class Views:

@@ -52,10 +52,10 @@ class Shim:
     """WSGI application serving a site rendered by ``otapub build``."""
 
     def __init__(self, site_dir: Path, base_url: str | None = None, checkin_log: Path | None = None,
-                 admin_app: WSGIApp | None = None):
+                 admin_app: WSGIApp | None = None, log_max_bytes: int = 0, log_daily: bool = False):
         self.site = os.path.realpath(site_dir)
         self.base_url = base_url.rstrip("/") if base_url else None
-        self.checkins = CheckinLog(checkin_log)
+        self.checkins = CheckinLog(checkin_log, log_max_bytes, log_daily)
         self.admin_app = admin_app
         self._seed_index: tuple[int, dict[str, str]] = (-1, {})
 
@@ -397,4 +397,5 @@ def make_app(config: Any) -> Shim:
 
         admin = AdminApp(config)
     log_path = config.path("checkin_log") if config.checkin_log else None
-    return Shim(config.path("site_dir"), config.base_url, log_path, admin)
+    return Shim(config.path("site_dir"), config.base_url, log_path, admin,
+                config.checkin_log_max_bytes, config.checkin_log_daily)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from otapub import checkins
+from otapub.checkinstore import folded
 from otapub.config import Config
 from otapub.fleet import load_fleet
 from otapub.targets import resolve_targets
@@ -38,11 +39,16 @@ class DeviceStatus:
         return dict(self.__dict__)
 
 
-def fleet_status(config: Config, log_path: Path | None = None, now: datetime | None = None) -> list[DeviceStatus]:
-    """One row per fleet device, then devices that checked in but are not in the fleet."""
+def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None) -> list[DeviceStatus]:
+    """One row per fleet device, then devices that checked in but are not in the fleet.
+
+    The shim's log and ``extra_logs`` (e.g. the Worker's, converted) are folded into the
+    check-in store first; only lines added since the last fold are read.
+    """
     fleet = load_fleet(config.path("fleet_dir"), config.root)
     targets = resolve_targets(fleet, now or datetime.now(timezone.utc))
-    seen = checkins.read_checkins(log_path or config.path("checkin_log"))
+    with folded(config, extra_logs) as store:
+        seen = store.devices()
     rows = []
     for mac, device in sorted(fleet.devices.items()):
         release = targets.get(mac)
