@@ -202,7 +202,7 @@ def summarize(entries: Iterable[dict[str, Any]], seen: dict[str, Seen] | None = 
             continue
         version = entry.get("version")
         if isinstance(version, str):
-            if item.last_version is not None and _newer(version, item.last_version):
+            if item.last_version is not None and version != item.last_version and _newer(version, item.last_version):
                 item.last_update = entry.get("time")
             item.last_version = version
         item.last_target = entry.get("target")
