@@ -31,8 +31,9 @@ if str(ROOT) not in sys.path:  # runnable as `python bench/bench_rollouts.py` fr
     sys.path.insert(0, str(ROOT))
 
 from bench.fleetgen import SECRET, generate  # noqa: E402
-from otapub.build import build_site, plan_site  # noqa: E402
+from otapub.build import build_site  # noqa: E402
 from otapub.config import load_config  # noqa: E402
+from otapub.render import plan_site  # noqa: E402
 from otapub.targets import ROLLOUT, Rules, resolve  # noqa: E402
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)

@@ -40,8 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from otapub.config import configure_logging, load_config
-    from otapub.server import _Gunicorn, gunicorn_options
-    from otapub.shim import make_app
+    from otapub.server import _Gunicorn, gunicorn_options, make_app
 
     config = load_config(args.config)
     if args.log_level:

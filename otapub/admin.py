@@ -33,6 +33,7 @@ from otapub.edit import (
     repo_path,
 )
 from otapub.errors import OtapubError, ValidationError
+from otapub.git import run_git
 from otapub.inventory import Views, load
 
 log = logging.getLogger(__name__)
@@ -197,24 +198,25 @@ def git_commit(config: Config, result: EditResult, message: str) -> dict[str, An
     root = config.root
     paths = [str(p) for p in result.written + result.firmware]
 
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60,
-                              check=False)
+    def git(*args: str) -> tuple[int, str]:
+        done = run_git(root, *args)
+        return done.returncode, (done.stderr or done.stdout).decode(errors="replace").strip() if done.returncode \
+            else done.stdout.decode(errors="replace").strip()
 
     try:
-        if git("rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+        if git("rev-parse", "--is-inside-work-tree")[1] != "true":
             return {"committed": False, "error": f"{root} is not in a git work tree"}
         identity: list[str] = []
-        if not git("config", "user.email").stdout.strip():
+        if not git("config", "user.email")[1]:
             identity = ["-c", "user.name=otapub admin API", "-c", "user.email=otapub@localhost"]
-        done = git("add", "--", *paths)
-        if done.returncode == 0:
-            done = git(*identity, "commit", "--quiet", "-m", message, "--", *paths)
-        if done.returncode != 0:
-            error = (done.stderr or done.stdout).strip().splitlines()
-            log.error("admin API: git commit failed: %s", error[-1] if error else done.returncode)
+        status, output = git("add", "--", *paths)
+        if status == 0:
+            status, output = git(*identity, "commit", "--quiet", "-m", message, "--", *paths)
+        if status != 0:
+            error = output.splitlines()
+            log.error("admin API: git commit failed: %s", error[-1] if error else status)
             return {"committed": False, "error": error[-1] if error else "git failed"}
-        return {"committed": True, "commit": git("rev-parse", "HEAD").stdout.strip(), "message": message}
+        return {"committed": True, "commit": git("rev-parse", "HEAD")[1], "message": message}
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.error("admin API: git commit failed: %s", exc)
         return {"committed": False, "error": str(exc)}

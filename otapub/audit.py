@@ -15,8 +15,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from otapub.check import Checked, check_fleet
 from otapub.config import Config
 from otapub.errors import OtapubError
+from otapub.firmware import firmware_url
+from otapub.inspection import answer_fields
 from otapub.signing import (
     KEYS_FILE,
     SIGNATURE_MEMBER,
@@ -80,10 +83,10 @@ def audit(config: Config, now: datetime | None = None) -> Report:
     report = Report()
     _secrets(config, report)
     _base_url(config, report)
-    plan = _plan(config, now, report)
-    if plan is not None:
-        _tokens(config, plan.fleet, report)
-        _answers(plan, report)
+    checked = _checked(config, now, report)
+    if checked is not None:
+        _tokens(config, checked.fleet, report)
+        _answers(config, checked, report)
     _signing(config, now, report)
     return report
 
@@ -123,11 +126,9 @@ def _base_url(config: Config, report: Report) -> None:
         report.add(OK, "base-url", f"base_url is HTTPS ({url})")
 
 
-def _plan(config: Config, now: datetime, report: Report) -> Any:
-    from otapub.build import plan_site
-
+def _checked(config: Config, now: datetime, report: Report) -> Checked | None:
     try:
-        return plan_site(config, now, require_secret=False)
+        return check_fleet(config, now)
     except OtapubError as exc:
         first = str(exc).splitlines()[0]
         report.add(ERROR, "fleet", f"the fleet does not build, so device checks were skipped: {first}")
@@ -152,18 +153,24 @@ def _tokens(config: Config, fleet: Any, report: Report) -> None:
                                               f"{config.token_scheme}; set it to hmac-sha256 for new fleets")
 
 
-def _answers(plan: Any, report: Report) -> None:
-    no_secure = no_sha = insecure_url = 0
-    for path, data in plan.answers.items():
-        if not path.startswith("d/"):
+def _answers(config: Config, checked: Checked, report: Report) -> None:
+    """What the devices' answers will say about their firmware (from the checks; nothing rendered)."""
+    facts: dict[str, tuple[bool, bool, bool]] = {}  # release -> (no secure_version, no sha256, http URL)
+    no_secure = no_sha = insecure_url = targeted = 0
+    for target in checked.targets.values():
+        release = target.release
+        if release is None:
             continue
-        answer = json.loads(data)
-        if answer.get("release") is None:
-            continue
-        no_secure += answer.get("secure_version") is None
-        no_sha += not answer.get("sha256")
-        insecure_url += str(answer.get("firmware_url", "")).lower().startswith("http://")
-    targeted = sum(1 for p, d in plan.answers.items() if p.startswith("d/") and b'"release":null' not in d)
+        if release.name not in facts:
+            digests = checked.digests.get(release.name)
+            url = firmware_url(config.base_url, release, digests) or ""
+            facts[release.name] = (answer_fields(release, checked.images.get(release.name)).get("secure_version")
+                                   is None, not (digests and digests.sha256), url.lower().startswith("http://"))
+        secure, sha, http = facts[release.name]
+        no_secure += secure
+        no_sha += sha
+        insecure_url += http
+        targeted += 1
     if no_sha:
         report.add(ERROR, "firmware-sha256", f"{no_sha} answer(s) name firmware without a SHA-256: declare "
                                              "`sha256:` (and `size:`) for every `url:` release", no_sha)

@@ -102,7 +102,8 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 @main.command()
-@now_option
+@click.option("--now", metavar="TIME", help="Evaluate time-based rollout stages at TIME (ISO 8601, UTC); "
+              "signed answers still expire relative to the real clock.")
 @click.option("--force", is_flag=True, help="Re-render every file, even when no input changed.")
 @pass_ctx
 @handle_errors
@@ -110,7 +111,7 @@ def build(ctx: Context, now: str | None, force: bool) -> None:
     """Validate the fleet, verify firmware and render the static site."""
     from otapub.build import build_site
 
-    result = build_site(ctx.config, now=parse_now(now), force=force)
+    result = build_site(ctx.config, rollout_time=parse_now(now), force=force)
     click.echo(result.summary())
 
 
@@ -120,11 +121,10 @@ def build(ctx: Context, now: str | None, force: bool) -> None:
 @handle_errors
 def check(ctx: Context, now: str | None) -> None:
     """Validate the fleet and verify firmware checksums; write nothing."""
-    from otapub.build import plan_site
+    from otapub.check import check_fleet
 
-    plan = plan_site(ctx.config, now=parse_now(now), require_secret=False)
-    click.echo(f"ok: {len(plan.fleet.devices)} devices, {len(plan.fleet.releases)} releases, "
-               f"{len(plan.fleet.files)} fleet files")
+    fleet = check_fleet(ctx.config, now=parse_now(now)).fleet
+    click.echo(f"ok: {len(fleet.devices)} devices, {len(fleet.releases)} releases, {len(fleet.files)} fleet files")
 
 
 @main.command()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from otapub.build import plan_site
+from otapub.check import check_fleet
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import DigestCache, Digests, digest_file
@@ -419,7 +419,7 @@ class FleetEdit:
                 copied.append(dest)
             fleet = load_fleet_texts(self.fleet_dir, self.root, texts) if texts or copied else self.fleet
             # Exactly what `otapub check` does, on the edited fleet.
-            digests = plan_site(self.config, now, self.cache, require_secret=False, fleet=fleet).digests
+            digests = check_fleet(self.config, now, self.cache, fleet=fleet).digests
             self._check_result(fleet, digests)
             # Releases before the devices that use them: a reader never sees a dangling pin.
             release_file = self._release_file() if self._new_releases else None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from otapub.errors import OtapubError
+from otapub.model import Release
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -79,3 +80,12 @@ def site_name(original: str) -> str:
 def firmware_site_path(sha256: str, original: str) -> str:
     """Content-addressed path: immutable, so it can be cached forever."""
     return f"f/{sha256}/{site_name(original)}"
+
+
+def firmware_url(base_url: str | None, release: Release, digests: Digests | None) -> str | None:
+    """Where a device downloads a release: its own ``url``, else its file in the site (None: not hashed)."""
+    if release.url is not None:
+        return release.url
+    if digests is None or release.file is None:
+        return None
+    return f"{base_url or ''}/{firmware_site_path(digests.sha256, release.file.name)}"

@@ -14,7 +14,7 @@ from otapub.checkinstore import folded
 from otapub.config import Config
 from otapub.edit import digest_cache
 from otapub.errors import OtapubError
-from otapub.firmware import Digests, firmware_site_path
+from otapub.firmware import Digests, firmware_url
 from otapub.fleet import load_fleet
 from otapub.model import Device, Fleet, Release
 from otapub.targets import resolve_targets
@@ -61,12 +61,7 @@ class Views:
         """Everything known about a device, in the seed's field names plus otapub's."""
         release = self.targets.get(device.mac)
         d = self._digests(release) if release is not None else None
-        url = None
-        if release is not None:
-            if release.url is not None:
-                url = release.url
-            elif d is not None:
-                url = f"{self.config.base_url or ''}/{firmware_site_path(d.sha256, release.file.name)}"
+        url = firmware_url(self.config.base_url, release, d) if release is not None else None
         seen = self.seen.get(device.mac)
         return {
             "mac_address": device.mac,

@@ -6,21 +6,17 @@ each loaded and resolved to targets, then compared. Nothing is written; no secre
 
 from __future__ import annotations
 
-import io
-import subprocess
-import tarfile
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from otapub.build import verify_firmware
+from otapub.check import verify_firmware
 from otapub.config import Config
-from otapub.errors import OtapubError, ValidationError
+from otapub.errors import ValidationError
 from otapub.firmware import DigestCache, Digests
 from otapub.fleet import load_fleet
+from otapub.git import default_base, tree_at
 from otapub.model import Fleet, Release
 from otapub.rollout import RolloutStatus, rollout_status
 from otapub.targets import ROLLOUT, Rules, resolve, resolve_targets
@@ -81,25 +77,6 @@ class FleetPlan:
         }
 
 
-def _git(root: Path, *args: str, binary: bool = False) -> Any:
-    try:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise OtapubError(f"git failed: {exc}") from None
-    if done.returncode != 0:
-        raise OtapubError(f"git {' '.join(args)}: {done.stderr.decode(errors='replace').strip()}")
-    return done.stdout if binary else done.stdout.decode().strip()
-
-
-def default_base(root: Path) -> str:
-    """The merge base with origin/main when there is one, else HEAD."""
-    try:
-        return _git(root, "merge-base", "HEAD", "origin/main")
-    except OtapubError:
-        _git(root, "rev-parse", "--verify", "HEAD")  # raises a clear error outside a git repository
-        return "HEAD"
-
-
 def _load(config: Config, now: datetime) -> Side:
     side = Side()
     try:
@@ -113,15 +90,8 @@ def _load(config: Config, now: datetime) -> Side:
 
 def _load_at(config: Config, ref: str, now: datetime) -> tuple[Side, str]:
     """The fleet as it was at a git ref, extracted into a temporary folder."""
-    commit = _git(config.root, "rev-parse", "--verify", f"{ref}^{{commit}}")
-    prefix = _git(config.root, "rev-parse", "--show-prefix")
-    data = _git(config.root, "archive", "--format=tar", commit, "--", ".", binary=True)
-    with tempfile.TemporaryDirectory(prefix="otapub-plan-") as tmp:
-        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            archive.extractall(tmp, filter="data")
-        base_root = Path(tmp) / prefix if prefix else Path(tmp)
-        base_root.mkdir(parents=True, exist_ok=True)
-        side = _load(config.with_root(base_root.resolve()), now)
+    with tree_at(config.root, ref) as (base_root, commit):
+        side = _load(config.with_root(base_root), now)
     return side, commit
 
 

@@ -26,8 +26,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from otapub.config import Config
 from otapub.errors import OtapubError, Problem, ValidationError
+from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write, is_temp
+from otapub.git import tree_at
+from otapub.model import Device, Fleet
+from otapub.record import RECORD, read_record
+from otapub.render import Plan, answer_path
 from otapub.signing import (
     KEYS_FILE,
     SIGNATURE_MEMBER,
@@ -42,15 +48,15 @@ from otapub.signing import (
     load_signing_key,
     parse_public_keys,
     parse_time,
-    sign_content,
     verify_answer,
 )
+from otapub.targets import Target
+from otapub.tokens import device_token
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "security.json"
 STATE_FORMAT = 1
-RECORD = "build.json"
 
 
 @dataclass
@@ -69,7 +75,7 @@ def _hash(data: bytes) -> str:
 class SecureBuild:
     """One build's signing and anti-rollback step. Construct early: it loads and checks the key."""
 
-    def __init__(self, config: Any, now: datetime):
+    def __init__(self, config: Config, now: datetime):
         self.now = now.astimezone(timezone.utc)
         self.key: SigningKey | None = load_signing_key(config)
         self.previous = parse_public_keys(config.previous_public_keys, "previous_public_keys")
@@ -94,6 +100,7 @@ class SecureBuild:
         self.answers: dict[str, _Signed] = {}
         self.targets: dict[str, list] = {}
         self.previous_site_url: str | None = config.previous_site_url
+        self.config = config
         self._path: Path | None = None
         self._stateless = False
 
@@ -115,9 +122,9 @@ class SecureBuild:
             self._recover(_local_answers(site), remote=False)
         # build.json survives a lost or restored state: never issue a version below it.
         try:
-            record = json.loads((site / RECORD).read_bytes())
+            record = read_record(site) or {}
             self.manifest_version = max(self.manifest_version, int(record.get("manifest_version") or 0))
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError):
             pass
 
     def _trusted(self) -> dict[str, bytes]:
@@ -147,7 +154,8 @@ class SecureBuild:
                 except OtapubError as exc:
                     log.warning("%s: published answer not reused: %s", path, exc)
             if remote and self.key is not None and verified is None:
-                continue
+                raise _unrecoverable(self.previous_site_url, [answer["mac"]], "its published answer does not "
+                                     "verify with the signing key or previous_public_keys")
             found += 1
             if answer.get("release") is not None:
                 self.targets[answer["mac"]] = [answer.get("release"), answer.get("secure_version")]
@@ -159,6 +167,36 @@ class SecureBuild:
             self.answers[path] = _Signed(_hash(canonical_json(content)), verified.manifest_version,
                                          format_time(verified.expires), signature["keyid"], signature["sig"])
         return found
+
+    def _previous_answers(self, fleet: Fleet) -> list[tuple[str, bytes]]:
+        """The live site's answers of the devices it already served (a fresh CI runner has no state).
+
+        Fails closed: a device of the live site's build whose answer cannot be read stops the build
+        (else its anti-rollback floor would silently vanish). Which devices that build had comes
+        from the commit its record names; without one, every device of the fleet must be there.
+        """
+        base = self.previous_site_url
+        assert base is not None
+        record = _previous_record(base)
+        if record is None:
+            log.warning("previous site %s has no build record (build.json): taken as never published", base)
+            return []
+        secret, default = self.config.shared_secret_key, self.config.token_scheme
+        devices = fleet.devices
+        commit = record.get("source_commit")
+        if isinstance(commit, str) and commit:
+            previous = _fleet_at(self.config, commit, base)
+            devices = {mac: previous[mac] for mac in devices if mac in previous}
+        wanted = {answer_path(device_token(d.mac12, secret, d.token_scheme or default), d.mac12): mac
+                  for mac, d in devices.items()}
+        found = _fetch(base, wanted)
+        missing = [wanted[path] for path, data in found.items() if data is None]
+        if missing:
+            why = (f"absent from the live site, which was built from commit {commit} that had it" if commit else
+                   "absent from the live site, whose build.json names no source commit to tell a new device "
+                   "from a lost answer")
+            raise _unrecoverable(base, missing, why)
+        return [(path, data) for path, data in found.items() if data is not None]
 
     def save(self) -> None:
         if self._path is None:
@@ -172,6 +210,11 @@ class SecureBuild:
         # the fleet's own, the same from build to build.
         atomic_write(self._path, json.dumps(data, separators=(",", ":")).encode(), mode=0o600)
 
+    @property
+    def signing(self) -> bool:
+        """Are this build's answers signed?"""
+        return self.key is not None
+
     def due(self) -> bool:
         """Must the build run although no input changed? (key changed, or answers need re-signing)"""
         if self.key is None:
@@ -181,11 +224,11 @@ class SecureBuild:
         return self.resign_at is not None and self.now >= self.resign_at
 
     # -- the build step ------------------------------------------------------------------------
-    def apply(self, plan: Any) -> None:
+    def apply(self, plan: Plan) -> None:
         """Check anti-rollback, then sign the plan's answers and add keys.json (in place)."""
         paths = [path for path in plan.answers if path.startswith("d/")]
         if self._stateless and self.previous_site_url and not self.targets and not self.answers:
-            found = self._recover(_fetch(self.previous_site_url, paths), remote=True)
+            found = self._recover(self._previous_answers(plan.fleet), remote=True)
             log.info("previous site %s: %d answer(s) recovered", self.previous_site_url, found)
         # Release and secure_version per device come from the plan itself: parsing 100,000 answers
         # back from JSON cost a tenth of a build.
@@ -200,7 +243,7 @@ class SecureBuild:
             self.resign_at = None
         self.key_id = self.key.keyid if self.key is not None else None
 
-    def _check_rollback(self, fleet: Any, targets: Mapping[str, Any], secure_versions: Mapping[str, int | None]
+    def _check_rollback(self, fleet: Fleet, targets: Mapping[str, Target], secure_versions: Mapping[str, int | None]
                         ) -> None:
         """Refuse a target below a device's floor; remember the new floors.
 
@@ -249,7 +292,7 @@ class SecureBuild:
             due = max(due, self.key_expires)
         return due
 
-    def _sign(self, plan: Any, paths: list[str]) -> None:
+    def _sign(self, plan: Plan, paths: list[str]) -> None:
         assert self.key is not None
         key, now = self.key, self.now
         latest = (now + self.lifetime).replace(microsecond=0)
@@ -264,25 +307,24 @@ class SecureBuild:
         kept: dict[str, _Signed] = {}
         resign_at: datetime | None = None
         for path in paths:
-            content = json.loads(plan.answers[path])
-            if any(name in content for name in SIGNED_FIELDS):
-                raise ValueError(f"{path}: the answer already has a field the signature adds")
+            encoder, device_id, hardware, mac = plan.signable[path]
             digest = _hash(plan.answers[path])
             old = self.answers.get(path)
             expires = _time(old.expires) if old is not None else None
             if old is not None and expires is not None and old.content == digest and old.keyid == key.keyid \
                     and expires <= ceiling and now < self._resign_at(expires):
                 # Unchanged and fresh: the same bytes again (no rewrite, no new version).
-                content.update(expires=old.expires, manifest_version=old.version)
-                plan.answers[path] = assemble(canonical_json(content), old.keyid, old.sig)
+                signed = encoder.signed(device_id, hardware, mac, old.expires, old.version)
+                plan.answers[path] = assemble(signed, old.keyid, old.sig)
                 entry = old
             else:
                 if version is None:
                     # Unix time at least: still increasing when every state is lost (a fresh CI runner).
                     version = max(self.manifest_version + 1, int(now.timestamp()))
                 expires = latest
-                content.update(expires=format_time(expires), manifest_version=version)
-                plan.answers[path], sig = sign_content(content, key)
+                signed = encoder.signed(device_id, hardware, mac, format_time(expires), version)
+                sig = key.sign(signed).hex()
+                plan.answers[path] = assemble(signed, key.keyid, sig)
                 entry = _Signed(digest, version, format_time(expires), key.keyid, sig)
             kept[path] = entry
             due = self._resign_at(expires)
@@ -293,6 +335,18 @@ class SecureBuild:
                      sum(1 for s in kept.values() if s.version == version), version, key.keyid)
         self.answers = kept
         self.resign_at = resign_at
+
+
+def _fleet_at(config: Config, commit: str, base: str) -> dict[str, Device]:
+    """The devices of the fleet at a commit (the one the live site was built from)."""
+    try:
+        with tree_at(config.root, commit) as (root, _commit):
+            return load_fleet(config.with_root(root).path("fleet_dir"), root).devices
+    except OtapubError as exc:
+        raise OtapubError(f"previous_site_url {base}: the live site was built from commit {commit}, whose fleet "
+                          f"cannot be read here ({str(exc).splitlines()[0]}); a shallow clone lacks it: check "
+                          "out with full history (fetch-depth: 0). Without it the devices whose anti-rollback "
+                          "floor must be recovered are unknown, so nothing was built") from None
 
 
 def _time(text: Any) -> datetime | None:
@@ -316,26 +370,51 @@ def _local_answers(site: Path) -> Iterator[tuple[str, bytes]]:
                 continue
 
 
-def _fetch(base: str, paths: list[str]) -> list[tuple[str, bytes]]:
-    """The previously published answers at these paths (a missing one: a device new to the site)."""
+def _unrecoverable(base: str | None, macs: list[str], why: str) -> OtapubError:
+    listed = ", ".join(macs[:5]) + (f" and {len(macs) - 5} more" if len(macs) > 5 else "")
+    return OtapubError(f"previous_site_url {base}: device {listed}: {why}; its anti-rollback floor cannot be "
+                       "recovered, so nothing was built. Restore the build state (state_dir) or the site, "
+                       "fix the live site, or unset previous_site_url for one build if you accept the risk")
+
+
+def _get(base: str, path: str, token: str | None = None) -> bytes | None:
+    """One file of the previously published site; None when the host says it has none (401, 403, 404)."""
     import urllib.error  # here, not at the top: every build imports this module, few fetch (13 ms)
     import urllib.request
 
-    def one(path: str) -> tuple[str, bytes] | None:
-        token = path.split("/")[1]
-        url = f"{base.rstrip('/')}/{path}"  # base is an http(s) URL (config kind "url")
-        request = urllib.request.Request(url, headers={"X-Device-Auth": token})  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=20) as response:  # noqa: S310
-                return path, response.read(1 << 20)
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403, 404):
-                return None
-            raise OtapubError(f"previous_site_url: {exc.code} for an answer: cannot recover the previous "
-                              "targets (anti-rollback) and manifest_version; retry, or unset it") from None
-        except (OSError, ValueError) as exc:
-            raise OtapubError(f"previous_site_url {base}: {exc}: cannot recover the previous targets "
-                              "(anti-rollback) and manifest_version; retry, or unset it") from None
+    url = f"{base.rstrip('/')}/{path}"  # base is an http(s) URL (config kind "url")
+    request = urllib.request.Request(url, headers={"X-Device-Auth": token} if token else {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:  # noqa: S310
+            return response.read(1 << 20)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403, 404):
+            return None
+        raise OtapubError(f"previous_site_url: {exc.code} for {path}: cannot recover the previous "
+                          "targets (anti-rollback) and manifest_version; retry, or unset it") from None
+    except (OSError, ValueError) as exc:
+        raise OtapubError(f"previous_site_url {base}: {exc}: cannot recover the previous targets "
+                          "(anti-rollback) and manifest_version; retry, or unset it") from None
 
+
+def _previous_record(base: str) -> dict[str, Any] | None:
+    """The live site's build record: build.json on a static host, or the shim's /status."""
+    data = _get(base, RECORD)
+    if data is None:
+        data = _get(base, "status")
+        try:
+            data = json.dumps(json.loads(data)["site"]).encode() if data is not None else None
+        except (ValueError, TypeError, KeyError):
+            data = None
+    try:
+        record = json.loads(data) if data is not None else None
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) else None
+
+
+def _fetch(base: str, wanted: Mapping[str, str]) -> dict[str, bytes | None]:
+    """The previously published answers at these paths (path -> MAC); None where the host has none."""
     with ThreadPoolExecutor(max_workers=16) as pool:
-        return [found for found in pool.map(one, paths) if found is not None]
+        found = pool.map(lambda path: _get(base, path, path.split("/")[1]), wanted)
+        return dict(zip(wanted, found, strict=True))

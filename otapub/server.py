@@ -1,4 +1,8 @@
-"""Run the shim under a production WSGI server: granian (default) or gunicorn.
+"""The served application and the production WSGI servers that run it: granian (default) or gunicorn.
+
+``make_app`` puts the device path (otapub.shim, read-only) and, when an admin key is set, the
+admin API (otapub.admin, the write side) behind one WSGI entry point; the shim itself knows
+nothing of the admin API.
 
 granian's HTTP layer is Rust: on two cores it answers the device protocol about 2.5 times as
 fast as gunicorn's gthread workers (bench/RESULTS.md), whose own per-request cost exceeds the
@@ -11,14 +15,39 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from otapub.config import Config
 from otapub.errors import OtapubError
+from otapub.shim import Shim
+from otapub.static_files import StartResponse
 
 log = logging.getLogger(__name__)
+
+WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+
+
+def make_app(config: Config) -> WSGIApp:
+    """The shim for a Config, with the admin API mounted at /admin when an admin key is set."""
+    log_path = config.path("checkin_log") if config.checkin_log else None
+    shim = Shim(config.path("site_dir"), config.base_url, log_path, config.checkin_log_max_bytes,
+                config.checkin_log_daily)
+    if not config.admin_api_key:
+        return shim  # /admin... is then the shim's 404, like any unknown path
+    from otapub.admin import AdminApp
+
+    admin = AdminApp(config)
+
+    def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/admin" or path.startswith("/admin/"):
+            return admin(environ, start_response)
+        return shim(environ, start_response)
+
+    return app
 
 
 class _Gunicorn(BaseApplication):
@@ -63,7 +92,6 @@ def gunicorn_options(config: Config, host: str, port: int, workers: int, threads
 def app_from_environment() -> Any:
     """WSGI app factory for server worker processes: the config comes from OTAPUB_CONFIG + OTA_SERVER_*."""
     from otapub.config import load_config
-    from otapub.shim import make_app
 
     return make_app(load_config(os.environ.get("OTAPUB_CONFIG") or None))
 
@@ -92,8 +120,6 @@ def serve(config: Config, host: str | None = None, port: int | None = None, work
         log.warning("%s holds no built site yet: run `otapub build`; serving 401/404 until then", site)
     cores = os.cpu_count() or 1
     if server == "gunicorn":
-        from otapub.shim import make_app
-
         options = gunicorn_options(config, host, port, workers or min(2 * cores, 8), threads=4)
         _Gunicorn(make_app(config), options).run()
         return

@@ -13,10 +13,7 @@ import json
 import logging
 import os
 import re
-import stat
-from collections.abc import Callable, Iterable, Iterator
-from datetime import timezone
-from email.utils import formatdate, parsedate_to_datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -24,26 +21,19 @@ from urllib.parse import unquote_plus
 from otapub import checkins
 from otapub.checkins import CheckinLog, utc_now
 from otapub.identity import mac12 as to_mac12
+from otapub.static_files import JSON, STATUS, StartResponse, json_response, serve_file
 from otapub.tokens import canonical_token
 from otapub.versions import parse_version
 
 log = logging.getLogger(__name__)
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
 
 _ANSWER = re.compile(r"/d/([0-9A-F]{8,64})/([0-9A-F]{12})\.json")
 _FIRMWARE = re.compile(r"/f/([0-9a-f]{64})/([A-Za-z0-9_-][A-Za-z0-9._-]{0,99})")
 _SEED_FIRMWARE = re.compile(r"/firmware/([A-Za-z0-9_-][A-Za-z0-9._-]{0,99})")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _MAX_PATH = 512
 _MAX_QUERY = 2048
 _MAX_FIELD = 128
-_IMMUTABLE = "public, max-age=31536000, immutable"
-_JSON = "application/json"
-_STATUS = {200: "200 OK", 206: "206 Partial Content", 304: "304 Not Modified", 400: "400 Bad Request",
-           401: "401 Unauthorized", 404: "404 Not Found", 405: "405 Method Not Allowed",
-           416: "416 Range Not Satisfiable", 500: "500 Internal Server Error"}
 _REQUIRED = ("device_id", "hardware", "version", "mac")
 _SIGNED_MARK = b',"signature":'  # a signed answer (otapub.signing); the shim holds no key to check it
 
@@ -52,11 +42,10 @@ class Shim:
     """WSGI application serving a site rendered by ``otapub build``."""
 
     def __init__(self, site_dir: Path, base_url: str | None = None, checkin_log: Path | None = None,
-                 admin_app: WSGIApp | None = None, log_max_bytes: int = 0, log_daily: bool = False):
+                 log_max_bytes: int = 0, log_daily: bool = False):
         self.site = os.path.realpath(site_dir)
         self.base_url = base_url.rstrip("/") if base_url else None
         self.checkins = CheckinLog(checkin_log, log_max_bytes, log_daily)
-        self.admin_app = admin_app
         self._seed_index: tuple[int, dict[str, str]] = (-1, {})
 
     # -- WSGI entry point -------------------------------------------------------------------
@@ -65,23 +54,19 @@ class Shim:
             return self._route(environ, start_response)
         except Exception:  # a bug, never a user mistake: log it, answer JSON, keep serving
             log.exception("internal error on %s", environ.get("PATH_INFO", "")[:_MAX_PATH])
-            return _json(start_response, 500, {"error": "Internal server error"})
+            return json_response(start_response, 500, {"error": "Internal server error"})
 
     def _route(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
         if len(path) > _MAX_PATH:
-            return _json(start_response, 404, {"error": "Not found"})
-        if path.startswith("/admin/") or path == "/admin":
-            if self.admin_app is None:
-                return _json(start_response, 404, {"error": "Not found"})
-            return self.admin_app(environ, start_response)
+            return json_response(start_response, 404, {"error": "Not found"})
         if method not in ("GET", "HEAD"):
             known = path in ("/api/firmware", "/status", "/keys.json") or _FIRMWARE.fullmatch(path) \
                 or _ANSWER.fullmatch(path) or _SEED_FIRMWARE.fullmatch(path)
             if known:
-                return _json(start_response, 405, {"error": "Method not allowed"}, [("Allow", "GET, HEAD")])
-            return _json(start_response, 404, {"error": "Not found"})
+                return json_response(start_response, 405, {"error": "Method not allowed"}, [("Allow", "GET, HEAD")])
+            return json_response(start_response, 404, {"error": "Not found"})
         if path == "/api/firmware":
             return self.check(environ, start_response)
         if path == "/status":
@@ -90,7 +75,7 @@ class Shim:
             return self.keys(environ, start_response)
         match = _FIRMWARE.fullmatch(path)
         if match:
-            return self.file(environ, start_response, f"f/{match[1]}/{match[2]}", immutable=True)
+            return serve_file(environ, start_response, self.site, f"f/{match[1]}/{match[2]}", immutable=True)
         match = _ANSWER.fullmatch(path)
         if match:
             return self.answer_file(environ, start_response, match[1], match[2])
@@ -98,8 +83,8 @@ class Shim:
         if match:
             rel = self._seed_firmware(match[1])
             if rel is not None:
-                return self.file(environ, start_response, rel, immutable=False)
-        return _json(start_response, 404, {"error": "Not found"})
+                return serve_file(environ, start_response, self.site, rel, immutable=False)
+        return json_response(start_response, 404, {"error": "Not found"})
 
     # -- the device protocol ----------------------------------------------------------------
     def check(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
@@ -152,14 +137,14 @@ class Shim:
                   record["decision"])
         if raw is not None and environ.get("HTTP_X_OTA_SIGNED", "").strip() == "1" and _SIGNED_MARK in raw:
             return _json_with_signed(start_response, body, raw)
-        return _json(start_response, 200, body)
+        return json_response(start_response, 200, body)
 
     def _refuse(self, start_response: StartResponse, record: dict, status: int, error: str) -> Iterable[bytes]:
         record.setdefault("decision", checkins.BAD_REQUEST)
         record["status"] = status
         self.checkins.append(record)
         log.debug("check refused (%d %s) mac=%s", status, error, record.get("mac"))
-        return _json(start_response, status, {"error": error})
+        return json_response(start_response, status, {"error": error})
 
     def _read_answer(self, token: str, mac12: str) -> dict[str, Any] | None:
         return self._parse_answer(self._read(f"d/{token}/{mac12}.json"), mac12)
@@ -203,20 +188,20 @@ class Shim:
         """GET /d/<TOKEN>/<MAC12>.json, only for the device that holds the token."""
         offered = canonical_token(environ.get("HTTP_X_DEVICE_AUTH")) or ""
         if not hmac.compare_digest(offered, token):
-            return _json(start_response, 401, {"error": "Authentication failed"})
+            return json_response(start_response, 401, {"error": "Authentication failed"})
         data = self._read(f"d/{token}/{mac12}.json")
         if data is None:
-            return _json(start_response, 401, {"error": "Authentication failed"})
-        headers = [("Content-Type", _JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
-        start_response(_STATUS[200], headers)
+            return json_response(start_response, 401, {"error": "Authentication failed"})
+        headers = [("Content-Type", JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
+        start_response(STATUS[200], headers)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
 
     def keys(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         """GET /keys.json: the public keys answers are signed with (present only when signing is on)."""
         data = self._read("keys.json")
         if data is None:
-            return _json(start_response, 404, {"error": "Not found"})
-        start_response(_STATUS[200], [("Content-Type", _JSON), ("Content-Length", str(len(data))),
+            return json_response(start_response, 404, {"error": "Not found"})
+        start_response(STATUS[200], [("Content-Type", JSON), ("Content-Length", str(len(data))),
                                       ("Cache-Control", "public, max-age=300")])
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
 
@@ -228,7 +213,7 @@ class Shim:
                 site = json.loads(record)
             except ValueError:
                 site = None
-        return _json(start_response, 200, {"status": "ok", "site": site, "time": utc_now()})
+        return json_response(start_response, 200, {"status": "ok", "site": site, "time": utc_now()})
 
     # -- static files -------------------------------------------------------------------------
     def _seed_firmware(self, name: str) -> str | None:
@@ -249,55 +234,6 @@ class Shim:
                                 index[item.name] = candidate
             self._seed_index = (version, {k: v[1] for k, v in index.items()})
         return self._seed_index[1].get(name)
-
-    def file(self, environ: dict, start_response: StartResponse, rel: str, immutable: bool) -> Iterable[bytes]:
-        try:
-            fd = os.open(os.path.join(self.site, rel), os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return _json(start_response, 404, {"error": "Not found"})
-        handle = os.fdopen(fd, "rb")
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or os.path.realpath(os.path.join(self.site, rel)) != \
-                os.path.join(self.site, rel):
-            handle.close()
-            return _json(start_response, 404, {"error": "Not found"})
-        size = info.st_size
-        etag = f'"{rel.split("/")[1]}"' if immutable else f'"{info.st_mtime_ns:x}-{size:x}"'
-        headers = [("Content-Type", "application/octet-stream"), ("ETag", etag),
-                   ("Last-Modified", formatdate(info.st_mtime, usegmt=True)), ("Accept-Ranges", "bytes"),
-                   ("Cache-Control", _IMMUTABLE if immutable else "public, max-age=300")]
-        if _not_modified(environ, etag, info.st_mtime):
-            handle.close()
-            start_response(_STATUS[304], headers)
-            return []
-        start, end = 0, size - 1
-        status = 200
-        spec = environ.get("HTTP_RANGE")
-        if spec and _if_range_ok(environ, etag):
-            parsed = _parse_range(spec, size)
-            if parsed == "unsatisfiable":
-                handle.close()
-                body = json.dumps({"error": "Range not satisfiable"}).encode()
-                start_response(_STATUS[416], [("Content-Type", _JSON), ("Content-Length", str(len(body))),
-                                              ("Cache-Control", "no-store"), ("Content-Range", f"bytes */{size}")])
-                return [body]
-            if parsed is not None:
-                start, end = parsed
-                status = 206
-                headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
-        length = end - start + 1 if size else 0
-        headers.append(("Content-Length", str(length)))
-        start_response(_STATUS[status], headers)
-        if environ.get("REQUEST_METHOD") == "HEAD":
-            handle.close()
-            return []
-        if status == 200:
-            wrapper = environ.get("wsgi.file_wrapper")
-            if wrapper is not None:
-                return wrapper(handle, 1 << 20)  # sendfile() where the server can
-        handle.seek(start)
-        return _limited(handle, length)
-
 
 def _fields(query: str) -> dict[str, str]:
     """The required parameters, as ``parse_qs(keep_blank_values=True, max_num_fields=16)`` reads
@@ -323,79 +259,10 @@ def _offer(target: tuple[int, ...], reported: tuple[int, ...], allow_downgrade: 
     return target > reported or (allow_downgrade and target != reported)
 
 
-def _limited(handle: Any, length: int) -> Iterator[bytes]:
-    with handle:
-        while length > 0:
-            chunk = handle.read(min(length, 1 << 20))
-            if not chunk:
-                return
-            length -= len(chunk)
-            yield chunk
-
-
-def _parse_range(spec: str, size: int) -> tuple[int, int] | str | None:
-    """A single byte range → (start, end); multiple or malformed ranges are ignored (200)."""
-    match = _RANGE.fullmatch(spec.strip())
-    if not match or (not match[1] and not match[2]):
-        return None
-    if not match[1]:  # suffix: the last N bytes
-        count = int(match[2])
-        if count == 0 or size == 0:
-            return "unsatisfiable"
-        return max(0, size - count), size - 1
-    start = int(match[1])
-    if start >= size:
-        return "unsatisfiable"
-    end = int(match[2]) if match[2] else size - 1
-    if end < start:
-        return None
-    return start, min(end, size - 1)
-
-
-def _not_modified(environ: dict, etag: str, mtime: float) -> bool:
-    tags = environ.get("HTTP_IF_NONE_MATCH")
-    if tags is not None:
-        return tags.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in tags.split(",")]
-    since = environ.get("HTTP_IF_MODIFIED_SINCE")
-    if since:
-        try:
-            moment = parsedate_to_datetime(since)
-            if moment.tzinfo is None:  # HTTP dates are GMT, whatever the server's zone
-                moment = moment.replace(tzinfo=timezone.utc)
-            return int(mtime) <= moment.timestamp()
-        except (TypeError, ValueError, OverflowError):
-            return False
-    return False
-
-
-def _if_range_ok(environ: dict, etag: str) -> bool:
-    condition = environ.get("HTTP_IF_RANGE")
-    return condition is None or condition.strip() == etag
-
-
-def _json(start_response: StartResponse, status: int, body: dict, extra: list | None = None) -> list[bytes]:
-    data = json.dumps(body, separators=(", ", ": ")).encode()
-    headers = [("Content-Type", _JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
-    start_response(_STATUS[status], headers + (extra or []))
-    return [data]
-
-
 def _json_with_signed(start_response: StartResponse, body: dict, signed: bytes) -> list[bytes]:
     """The seed-shaped body plus, as its last member, the stored signed answer byte for byte:
     ``<body without its final "}">, "signed": <answer file>}`` (docs/security.md)."""
     data = json.dumps(body, separators=(", ", ": ")).encode()[:-1] + b', "signed": ' + signed.strip() + b"}"
-    headers = [("Content-Type", _JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
-    start_response(_STATUS[200], headers)
+    headers = [("Content-Type", JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
+    start_response(STATUS[200], headers)
     return [data]
-
-
-def make_app(config: Any) -> Shim:
-    """The shim for a Config, with the admin API mounted when an admin key is set."""
-    admin = None
-    if config.admin_api_key:
-        from otapub.admin import AdminApp
-
-        admin = AdminApp(config)
-    log_path = config.path("checkin_log") if config.checkin_log else None
-    return Shim(config.path("site_dir"), config.base_url, log_path, admin,
-                config.checkin_log_max_bytes, config.checkin_log_daily)

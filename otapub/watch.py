@@ -23,7 +23,7 @@ from otapub.build import BuildResult, build_site
 from otapub.config import Config, load_config
 from otapub.errors import OtapubError
 from otapub.fsutil import is_temp
-from otapub.shim import make_app
+from otapub.server import make_app
 
 log = logging.getLogger(__name__)
 DEBOUNCE = 0.1

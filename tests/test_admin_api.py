@@ -13,7 +13,7 @@ from otapub.admin import MAX_BODY, AdminApp
 from otapub.build import build_site
 from otapub.errors import OtapubError
 from otapub.firmware import digest_file
-from otapub.shim import make_app
+from otapub.server import make_app
 from otapub.tokens import djb2_5381
 from tests.conftest import SECRET, Served
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from otapub.build import build_site, plan_site
+from otapub.build import build_site
 from otapub.errors import ValidationError
 from otapub.image import inspect_file
 from otapub.imagegen import make_app_image
+from otapub.render import plan_site
 from otapub.tokens import djb2_5381
 from tests.conftest import FIXTURES, SECRET
 

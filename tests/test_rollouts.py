@@ -8,9 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from otapub.build import build_site, plan_site
+from otapub.build import build_site
 from otapub.errors import ValidationError
 from otapub.fleet import load_fleet
+from otapub.render import plan_site
 from otapub.rollout import BUCKETS, bucket, rollout_status
 from otapub.targets import CHANNEL, NONE, PIN, ROLLOUT, Rules, explain
 from otapub.tokens import djb2_5381

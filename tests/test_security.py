@@ -6,9 +6,13 @@ The forgery and the signed pass-through run against the real shim over HTTP (Ser
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import os
 import shutil
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -189,6 +193,27 @@ def test_no_op_and_re_signing_at_half_lifetime(signed):
     resigned = NOW + timedelta(days=3, hours=12, minutes=1)
     assert found.manifest_version == version(resigned) and found.expires == resigned + timedelta(days=7)
     assert build_site(signed.config(), now=NOW + timedelta(days=4)).noop
+
+
+def test_build_now_moves_rollout_stages_only_never_the_signing_clock(signed):
+    """`build --now 2030-…` must not publish answers that stay valid until 2030 (a freeze attack's window)."""
+    signed.write("fleet/rollouts.yaml", """\
+        rollouts:
+          to-1.3.7:
+            release: panic-1.3.7
+            to: all
+            stages:
+              - {percent: 100, not_before: 2029-06-01T00:00:00Z}
+        """)
+    result = signed.cli("build", "--now", "2030-01-01T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    real = datetime.now(timezone.utc)
+    spare = verify_answer(answer_file(signed, "AABBCC000001").read_bytes(), keys_of(signed), real)
+    assert spare.content["release"] == "panic-1.3.7"  # the stage of 2029 is open "in 2030"
+    for path in signed.site.glob("d/*/*.json"):
+        found = verify_answer(path.read_bytes(), keys_of(signed), real)
+        assert real + timedelta(days=6) < found.expires <= real + timedelta(days=7, minutes=5), path
+        assert found.manifest_version <= version(real) + 1
 
 
 def test_content_change_re_signs_only_that_answer(signed):
@@ -429,6 +454,65 @@ def test_anti_rollback_can_be_allowed_explicitly(repo):
     build_site(repo.config(), now=NOW)
 
 
+@contextlib.contextmanager
+def static_host(folder: Path) -> Iterator[str]:
+    """A plain static web host (like GitHub Pages) for a folder, on 127.0.0.1: 404 for what it lacks."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_lost_answer_on_the_live_site_stops_a_build_without_state(tmp_path):
+    """previous_site_url: a device the live site was built with, whose answer the host does not give
+    (404), would lose its anti-rollback floor (41 -> 29 went through): the build fails closed instead."""
+    live = rollback_repo(Repo(tmp_path / "live"))
+    live.write(".gitignore", "site/\n.otapub/\n")
+    live.git("init", "-q", "-b", "main")
+    live.git("add", "-A")
+    live.git("commit", "-qm", "live")
+    build_site(live.config(), now=NOW)
+    assert json.loads((live.site / "build.json").read_text())["source_commit"] == live.git("rev-parse", "HEAD").strip()
+    lost = answer_file(live, "AABBCCDDEE01")
+    kept = lost.read_bytes()
+    lost.unlink()  # the host answers 404 for this device's answer
+    live.git("clone", "-q", str(live.root), str(tmp_path / "ci"))  # a fresh CI runner: no state, no site
+    ci = Repo(tmp_path / "ci")
+    with static_host(live.site) as base:
+        ci.set_config(previous_site_url=base)
+        pin("app-2.1.0", ci)  # secure_version 2 -> 1: what the lost answer's floor forbids
+        with pytest.raises(OtapubError) as failure:
+            build_site(ci.config(), now=NOW)
+        message = str(failure.value)
+        assert "previous_site_url" in message and "AA:BB:CC:DD:EE:01" in message and "anti-rollback" in message
+        assert not ci.site.exists()
+        result = ci.cli("build")
+        assert result.exit_code != 0 and "AA:BB:CC:DD:EE:01" in result.output and "Traceback" not in result.output
+        # with the answer back, the floor is recovered and the rollback refused
+        lost.write_bytes(kept)
+        with pytest.raises(ValidationError, match="anti-rollback"):
+            build_site(ci.config(), now=NOW)
+        # a device the live site was not built with may be absent from it: it is new
+        pin("app-2.2.0", ci)
+        with open(ci.root / "fleet/devices.yaml", "a") as handle:
+            handle.write('  "AA:BB:CC:DD:EE:03":\n    release: app-2.2.0\n')
+        build_site(ci.config(), now=NOW)
+        assert json.loads(answer_file(ci, "AABBCCDDEE03").read_bytes())["secure_version"] == 3
+
+
 # --- audit ------------------------------------------------------------------------------------------
 def findings(result) -> dict[str, str]:
     data = json.loads(result.stdout)
@@ -483,7 +567,7 @@ def test_audit_of_a_well_kept_fleet(repo, tmp_path):
     repo.env.update(OTA_SERVER_SHARED_SECRET_KEY="x" * 40, OTA_SERVER_SIGNING_KEY=private)
     repo.set_config(base_url="https://ota.example.com", token_scheme="hmac-sha256",
                     signing_key_expires=(NOW + timedelta(days=365)).strftime("%Y-%m-%d"))
-    assert repo.cli("build", "--now", NOW.isoformat()).exit_code == 0
+    build_site(repo.config(), now=NOW)  # the build machine's clock at NOW (`build --now` moves rollouts only)
     result = repo.cli("audit", "--strict", "--now", (NOW + timedelta(days=1)).isoformat())
     assert result.exit_code == 0, result.output
     assert result.stdout.rstrip().endswith("0 error(s), 0 warning(s)")

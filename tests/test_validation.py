@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from otapub.build import build_site, plan_site
+from otapub.build import build_site
 from otapub.errors import ValidationError
+from otapub.render import plan_site
 
 
 def problems(repo) -> list[str]:
