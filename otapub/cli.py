@@ -195,6 +195,44 @@ def status(ctx: Context, logs: tuple[Path, ...], as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("rollout", required=False)
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Another check-in log to fold into the store first (repeatable).")
+@click.option("--write", is_flag=True,
+              help="Record what a gate decided in the fleet YAML (`halted:`, or the waiting stage's "
+                   "`not_before:`) for review as a pull request.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@now_option
+@pass_ctx
+@handle_errors
+def health(ctx: Context, rollout: str | None, logs: tuple[Path, ...], write: bool, as_json: bool,
+           now: str | None) -> None:
+    """Per rollout stage: devices offered, updated, failed, silent; checked against the gates.
+
+    Exit status: 0 when no gate decided anything, 1 when a stage crossed its `halt_if` gate (the
+    rollout must halt), 3 when the open stage passed its `advance_after` gate (the next stage may
+    open). With --write the decision is written into the rollout's YAML file first.
+    """
+    from otapub.health import exit_code, fleet_health, write_gates
+
+    moment = parse_now(now)
+    healths = fleet_health(ctx.config, rollout, logs, moment)
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in healths], indent=2))
+    else:
+        for item in healths:
+            click.echo("\n".join(item.lines()))
+        if not healths:
+            click.echo("no rollouts")
+    if write:
+        for path in write_gates(ctx.config, healths, moment):
+            click.echo(f"wrote {path}", err=True)
+    code = exit_code(healths)
+    if code:
+        sys.exit(code)
+
+
+@main.command()
 @click.option("--base", metavar="GIT-REF",
               help="Compare with this ref (default: the merge base with origin/main, or HEAD).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True,
