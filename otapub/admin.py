@@ -11,6 +11,7 @@ Bad input always gets a 4xx JSON ``{"error": …}``, never a 5xx.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -74,6 +75,8 @@ class AdminApp:
         self.rebuild = rebuild
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        if (environ.get("PATH_INFO") or "/") in ("/admin/dashboard", "/admin/dashboard/"):
+            return self.dashboard(environ, start_response)
         extra: list[tuple[str, str]] = []
         try:
             status, body = self._handle(environ, extra)
@@ -111,6 +114,49 @@ class AdminApp:
             extra.append(("Allow", ", ".join(routes)))
             raise _Reply(405, "Method not allowed")
         return handler(environ, *args)
+
+    # -- the dashboard page ----------------------------------------------------------------
+    def _browser_key_ok(self, environ: dict) -> bool:
+        """The admin key from X-Admin-API-Key, or as the password of HTTP Basic (a browser's only way)."""
+        offered = environ.get("HTTP_X_ADMIN_API_KEY", "").encode("latin-1", "replace")
+        basic = environ.get("HTTP_AUTHORIZATION", "")
+        if not offered and basic[:6].lower() == "basic ":
+            try:
+                offered = base64.b64decode(basic[6:].strip(), validate=True).partition(b":")[2]
+            except ValueError:
+                offered = b""
+        return self._key is not None and hmac.compare_digest(offered, self._key)
+
+    def dashboard(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        """GET /admin/dashboard: the fleet dashboard page (otapub.dashboard), admin key required."""
+        headers = [("Cache-Control", "no-store"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+                   ("X-Content-Type-Options", "nosniff")]
+        if self._key is None:
+            status, body, kind = 404, b'{"error": "Not found"}\n', "application/json"
+        elif not self._browser_key_ok(environ):
+            status, body, kind = 401, b'{"error": "Unauthorized: the admin key is required"}\n', "application/json"
+            headers.append(("WWW-Authenticate", 'Basic realm="otapub admin", charset="UTF-8"'))
+        elif environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            status, body, kind = 405, b'{"error": "Method not allowed"}\n', "application/json"
+            headers.append(("Allow", "GET, HEAD"))
+        else:
+            try:
+                from otapub.dashboard import dashboard_data, render_page
+
+                status, kind = 200, "text/html; charset=utf-8"
+                body = render_page(dashboard_data(self.config)).encode("utf-8")
+                headers.append(("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
+                                "style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"))
+            except ValidationError as exc:
+                status, kind = 400, "application/json"
+                body = json.dumps({"error": "the fleet YAML does not validate",
+                                   "problems": [str(p) for p in exc.problems]}).encode() + b"\n"
+            except Exception:  # a bug, not a user mistake: log it, keep serving
+                log.exception("admin dashboard: internal error")
+                status, body, kind = 500, b'{"error": "Internal server error"}\n', "application/json"
+        headers += [("Content-Type", kind), ("Content-Length", str(len(body)))]
+        start_response(_STATUS[status], headers)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
     # -- reads ---------------------------------------------------------------------------
     def list(self, environ: dict) -> tuple[int, Any]:

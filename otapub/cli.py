@@ -233,6 +233,29 @@ def health(ctx: Context, rollout: str | None, logs: tuple[Path, ...], write: boo
 
 
 @main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write index.html into (not inside site_dir: the page names every device).")
+@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True,
+              help="Days of version history to plot.")
+@click.option("--silent-days", type=click.IntRange(1, 3650), default=3, show_default=True,
+              help="A device not seen for this many days counts as silent.")
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Another check-in log to fold into the store first (repeatable).")
+@now_option
+@pass_ctx
+@handle_errors
+def dashboard(ctx: Context, out: Path, days: int, silent_days: int, logs: tuple[Path, ...], now: str | None) -> None:
+    """Write the fleet dashboard as one self-contained HTML page (works offline).
+
+    The same page is served by `otapub serve` at /admin/dashboard to whoever presents the admin
+    key (X-Admin-API-Key, or as the password of HTTP Basic authentication in a browser).
+    """
+    from otapub.dashboard import export
+
+    click.echo(f"wrote {export(ctx.config, out, parse_now(now), days, silent_days, logs)}")
+
+
+@main.command()
 @click.option("--base", metavar="GIT-REF",
               help="Compare with this ref (default: the merge base with origin/main, or HEAD).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True,
