@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from otapub.build import build_site
-from otapub.config import PLACEHOLDER_SECRETS, Config
+from otapub.config import Config
+from otapub.devices import Views, load
 from otapub.edit import (
     KEEP,
     DeviceExists,
@@ -35,7 +36,6 @@ from otapub.edit import (
 )
 from otapub.errors import OtapubError, ValidationError
 from otapub.git import run_git
-from otapub.inventory import Views, load
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ class AdminApp:
     def __init__(self, config: Config, rebuild: bool = True):
         self.config = config
         key = config.admin_api_key or None
-        if key is not None and key in PLACEHOLDER_SECRETS and not config.debug_mode:
-            raise OtapubError("admin_api_key still holds the seed's published placeholder value: set a real key "
-                              "(or debug_mode for local experiments)")
+        config.refuse_placeholders(["admin_api_key"])
         self._key = key.encode("utf-8") if key is not None else None
         self.rebuild = rebuild
 

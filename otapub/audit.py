@@ -29,7 +29,7 @@ from otapub.signing import (
     parse_time,
     signing_key_path,
 )
-from otapub.tokens import FORGEABLE_SCHEMES
+from otapub.tokens import FORGEABLE_SCHEMES, scheme_of
 
 ERROR, WARNING, OK = "error", "warning", "ok"
 SHORT_SECRET = 16  # characters: below this, an error
@@ -136,7 +136,7 @@ def _checked(config: Config, now: datetime, report: Report) -> Checked | None:
 
 
 def _tokens(config: Config, fleet: Any, report: Report) -> None:
-    schemes = Counter(d.token_scheme or config.token_scheme for d in fleet.devices.values())
+    schemes = Counter(scheme_of(d, config.token_scheme) for d in fleet.devices.values())
     report.facts["devices"] = len(fleet.devices)
     report.facts["token_schemes"] = dict(sorted(schemes.items()))
     forgeable = sum(n for name, n in schemes.items() if name in FORGEABLE_SCHEMES)

@@ -31,7 +31,7 @@ from otapub.inspection import ImageCache
 from otapub.parsecache import ParseCache
 from otapub.publish import BuildResult, BuildState, publish
 from otapub.record import read_record
-from otapub.render import _secret, render
+from otapub.render import answer_secret, render
 from otapub.secure_build import SecureBuild
 from otapub.yamlsource import fleet_files
 
@@ -55,7 +55,7 @@ def build_site(config: Config, now: datetime | None = None, force: bool = False,
     state_dir = config.path("state_dir")
     if site.is_relative_to(config.path("fleet_dir")) or config.path("fleet_dir").is_relative_to(site):
         raise OtapubError(f"site_dir {site} and fleet_dir must not contain each other")
-    _secret(config)
+    answer_secret(config)
     secure = SecureBuild(config, clock)  # loads the signing key: a bad key fails before anything else
     with exclusive_lock(state_dir / "build.lock"), _cycle_collector_paused():
         # The build's data dies when _build_locked returns, before the collector runs again:

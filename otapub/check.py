@@ -1,13 +1,16 @@
 """Everything that decides whether a fleet may be published; writes nothing.
 
-`otapub check` (pull requests), `otapub plan`, the admin API and `otapub edit` call this
-module; `otapub build` calls it before rendering. It loads and validates the fleet, verifies
-every firmware file against its declared checksums, inspects the images, checks that every
-rule gives devices releases that fit them, and resolves each device's target.
+`otapub check` (pull requests), `otapub plan`, the admin API and `otapub device ...` edits call
+``check_site``: every check `otapub build` runs, with the same messages. It loads and validates
+the fleet, verifies every firmware file against its declared checksums, inspects the images,
+checks that every rule gives devices releases that fit them, resolves each device's target
+(``check_fleet``), and checks no target is below a device's anti-rollback floor
+(otapub.secure_build, against the floors the next build would use).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -18,6 +21,7 @@ from otapub.fleet import load_fleet
 from otapub.inspection import ImageCache, ImageFacts, inspect_releases, release_chips
 from otapub.model import Fleet
 from otapub.rollout import validity
+from otapub.secure_build import check_rollback
 from otapub.targets import Rules, Target, compatibility_problems, resolve
 
 
@@ -87,3 +91,15 @@ def check_fleet(config: Config, now: datetime | None = None, cache: DigestCache 
         raise ValidationError(problems)
     valid_from, valid_until = validity(fleet.rollouts.values(), now)
     return Checked(fleet, digests, facts, resolve(rules), valid_from, valid_until)
+
+
+def check_site(config: Config, now: datetime | None = None, cache: DigestCache | None = None,
+               images: ImageCache | None = None, fleet: Fleet | None = None,
+               extra_floors: Mapping[str, list] | None = None) -> Checked:
+    """Every check `otapub build` runs (check_fleet, then anti-rollback); raises as the build would.
+
+    ``extra_floors``: anti-rollback floors for devices the build state does not know (`plan`).
+    """
+    checked = check_fleet(config, now, cache, images, fleet)
+    check_rollback(config, checked, extra_floors)
+    return checked

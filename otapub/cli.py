@@ -120,10 +120,10 @@ def build(ctx: Context, now: str | None, force: bool) -> None:
 @pass_ctx
 @handle_errors
 def check(ctx: Context, now: str | None) -> None:
-    """Validate the fleet and verify firmware checksums; write nothing."""
-    from otapub.check import check_fleet
+    """Run every check build runs (fleet, firmware, anti-rollback); write nothing."""
+    from otapub.check import check_site
 
-    fleet = check_fleet(ctx.config, now=parse_now(now)).fleet
+    fleet = check_site(ctx.config, now=parse_now(now)).fleet
     click.echo(f"ok: {len(fleet.devices)} devices, {len(fleet.releases)} releases, {len(fleet.files)} fleet files")
 
 
@@ -184,7 +184,7 @@ def status(ctx: Context, logs: tuple[Path, ...], as_json: bool) -> None:
     Answers from the check-in store (checkin_db), after folding in what the logs gained since
     the last call.
     """
-    from otapub.status import fleet_status
+    from otapub.devices import fleet_status
 
     rows = fleet_status(ctx.config, logs)
     if as_json:
@@ -281,10 +281,9 @@ def plan(ctx: Context, base: str | None, fmt: str, now: str | None) -> None:
 @handle_errors
 def watch(ctx: Context, host: str, port: int | None, poll: bool) -> None:
     """Build, serve locally, and rebuild on every change to the fleet, firmware, templates or config."""
-    from otapub.server import refuse_placeholders
     from otapub.watch import Watcher
 
-    refuse_placeholders(ctx.config)
+    ctx.config.refuse_placeholders(doing="refusing to start: ")
     watcher = Watcher(ctx.config_path, host, port if port is not None else ctx.config.server_port, poll, click.echo)
     try:
         watcher.run()
@@ -332,7 +331,7 @@ def _edit_summary(verb: str, mac: str, result: Any, config: Config) -> str:
 @handle_errors
 def device_list(ctx: Context, as_json: bool) -> None:
     """All devices: target and what the check-in log last saw."""
-    from otapub.inventory import Views, load
+    from otapub.devices import Views, load
 
     views = Views(ctx.config, load(ctx.config)).all()
     if as_json:
@@ -355,8 +354,8 @@ def device_list(ctx: Context, as_json: bool) -> None:
 @handle_errors
 def device_get(ctx: Context, mac: str, show_token: bool, as_json: bool) -> None:
     """Everything known about one device."""
+    from otapub.devices import Views, device_token, load
     from otapub.edit import DeviceNotFound, parse_mac
-    from otapub.inventory import Views, device_token, load
 
     mac = parse_mac(mac)
     fleet = load(ctx.config)

@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from otapub.errors import OtapubError
+from otapub.tokens import DEFAULT_SCHEME, SCHEMES
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ FIELDS: tuple[Field, ...] = (
     Field("site_dir", "path", "site", "where the static site is rendered"),
     Field("state_dir", "path", ".otapub", "build state and caches (not published, not in git)"),
     Field("base_url", "url", None, "absolute URL the site is served from"),
-    Field("token_scheme", "scheme", "djb2-5381", "default device token scheme"),
+    Field("token_scheme", "scheme", DEFAULT_SCHEME, "default device token scheme"),
     Field("checkin_log", "path", "state/checkins.jsonl", "append-only check-in log of the shim"),
     Field("checkin_log_max_bytes", "int", 0, "the shim moves its check-in log to <log>.<time> when it reaches "
           "this size (0: never)"),
@@ -119,6 +120,28 @@ class Config:
         """Names of secret settings still holding one of the seed's placeholder values."""
         return [f.name for f in FIELDS if f.secret and self._values.get(f.name) in PLACEHOLDER_SECRETS]
 
+    def refuse_placeholders(self, names: Iterable[str] | None = None, doing: str = "") -> None:
+        """Refuse the seed's published placeholder secrets (every secret setting, or ``names``) outside
+        debug_mode. ``doing`` starts the message (e.g. "refusing to start: ")."""
+        found = [name for name in self.placeholder_secrets() if names is None or name in names]
+        if found and not self.debug_mode:
+            raise OtapubError(f"{doing}{', '.join(found)} still holds the seed's published placeholder value: "
+                              "set a real secret (or debug_mode for local experiments)")
+
+    def secret(self, purpose: str, public_if_placeholder: bool = False) -> str:
+        """shared_secret_key, refused when it is not set and when it is the seed's placeholder (outside
+        debug_mode; always with ``public_if_placeholder``: what derives from it would be public).
+        ``purpose`` says what needs it, e.g. "device tokens derive from it"."""
+        secret = self._values.get("shared_secret_key")
+        if not secret:
+            raise OtapubError(f"shared_secret_key is not set ({purpose}): put it in OTA_SERVER_SHARED_SECRET_KEY "
+                              "(or config.json, outside git)")
+        if public_if_placeholder and secret in PLACEHOLDER_SECRETS:
+            raise OtapubError(f"shared_secret_key still holds the seed's published placeholder value ({purpose}): "
+                              "what derives from it would be public; set a real secret")
+        self.refuse_placeholders(["shared_secret_key"])
+        return str(secret)
+
 
 def _convert(field: Field, value: Any) -> Any:
     """Convert one raw value; raise ValueError with what was expected."""
@@ -156,8 +179,6 @@ def _convert(field: Field, value: Any) -> Any:
             raise ValueError(f"expected an absolute http(s):// URL, found {value!r}")
         return value.rstrip("/")
     if kind == "scheme":
-        from otapub.tokens import SCHEMES
-
         if value not in SCHEMES:
             raise ValueError(f"expected one of {', '.join(sorted(SCHEMES))}, found {value!r}")
     if kind == "path" and not value:

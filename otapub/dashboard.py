@@ -23,7 +23,7 @@ from otapub.errors import OtapubError
 from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write
 from otapub.health import fleet_health
-from otapub.status import fleet_status
+from otapub.devices import fleet_status
 from otapub.versions import parse_version
 
 ASSETS = "dashboard_assets"

@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from otapub.check import check_fleet
+from otapub.check import check_site
+from otapub.chips import known_chip
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import DigestCache, Digests, digest_file
-from otapub.fleet import chip_name, load_fleet, load_fleet_texts
+from otapub.fleet import load_fleet, load_fleet_texts
 from otapub.fsutil import TMP_MARK, atomic_write, exclusive_lock
 from otapub.identity import mac12, normalize_mac
-from otapub.image import CHIPS
 from otapub.model import Device, Fleet
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
@@ -419,7 +419,7 @@ class FleetEdit:
                 copied.append(dest)
             fleet = load_fleet_texts(self.fleet_dir, self.root, texts) if texts or copied else self.fleet
             # Exactly what `otapub check` does, on the edited fleet.
-            digests = check_fleet(self.config, now, self.cache, fleet=fleet).digests
+            digests = check_site(self.config, now, self.cache, fleet=fleet).digests
             self._check_result(fleet, digests)
             # Releases before the devices that use them: a reader never sees a dangling pin.
             release_file = self._release_file() if self._new_releases else None
@@ -535,10 +535,10 @@ def _chip(text: str | None) -> str | None:
     """esptool's name of a chip given in any spelling (ESP32-C6, esp32_c6 ...)."""
     if text is None:
         return None
-    name = chip_name(_text(text, "chip"))
-    if name not in CHIPS:
-        raise OtapubError(f"chip: unknown chip {text!r} (known: {', '.join(CHIPS)})")
-    return name
+    try:
+        return known_chip(_text(text, "chip"))
+    except ValueError as exc:
+        raise OtapubError(f"chip: {exc}") from None
 
 
 def _device_fields(device: Device) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import re
 
-from otapub.yamlsource import Map
+from otapub.located import Map
 
 _MAC = r"[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}"  # unquoted: a string (yamlsource drops base-60 ints)
 # Printable characters beyond ASCII, less those YAML reads as line breaks (U+2028, U+2029) and

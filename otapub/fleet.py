@@ -12,15 +12,16 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from otapub.chips import CHIPS, known_chip
 from otapub.errors import Problem, ValidationError
 from otapub.identity import mac12 as to_mac12
-from otapub.image import CHIPS
+from otapub.located import Map, Pos, Seq
 from otapub.model import (DEFAULT_CHANNEL, AdvanceGate, Channel, Device, Fleet, Group, HaltGate, Release, Rollout,
                           Stage)
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
-from otapub.yamlsource import Map, Pos, Seq, YAMLProblem, fleet_files, load_yaml, read_yaml
+from otapub.yamlsource import YAMLProblem, fleet_files, load_yaml, read_yaml
 
 TOP_LEVEL = ("releases", "devices", "groups", "channels", "rollouts")
 RESERVED: tuple[str, ...] = ()
@@ -165,17 +166,14 @@ def _parse_release(name: str, entry: Any, pos: Pos, root: Path, out: _Collector)
     return release
 
 
-def chip_name(text: str) -> str:
-    """esptool's chip name for "ESP32-C6", "esp32_c6", "esp32c6" ..."""
-    return re.sub(r"[-_ ]", "", text.strip().lower())
-
-
 def _chip(value: Any, pos: Pos, field: str, out: _Collector) -> str | None:
-    name = chip_name(value) if isinstance(value, str) else None
-    if name not in CHIPS:
-        out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(CHIPS)})")
-        return None
-    return name
+    try:
+        if isinstance(value, str):
+            return known_chip(value)
+    except ValueError:
+        pass
+    out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(CHIPS)})")
+    return None
 
 
 def _flag(value: Any, pos: Pos, field: str, out: _Collector) -> bool:

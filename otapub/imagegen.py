@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 
+from .chips import CHIPS
 from .image import (
     APP_DESC,
     APP_DESC_MAGIC,
     APP_DESC_SIZE,
-    CHIPS,
     HEADER,
     IMAGE_MAGIC,
     SEGMENT_HEADER,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from otapub.yamlsource import Pos
+from otapub.located import Pos
 
 
 class _Located:

@@ -1,7 +1,9 @@
 """`otapub plan`: what a fleet change does to devices, computed as a pure diff first.
 
 Like pip-tools' diff before sync: the fleet at a git ref (the base) and the working tree are
-each loaded and resolved to targets, then compared. Nothing is written; no secret is needed.
+each loaded and resolved to targets, then compared. The working tree gets every check a build
+runs (otapub.check.check_site), anti-rollback with the base's targets as floors where the build
+state knows none. Nothing is written; no secret is needed.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from otapub.check import verify_firmware
+from otapub.check import check_fleet, check_site, verify_firmware
 from otapub.config import Config
-from otapub.errors import ValidationError
+from otapub.errors import OtapubError, ValidationError
 from otapub.firmware import DigestCache, Digests
 from otapub.fleet import load_fleet
 from otapub.git import default_base, tree_at
 from otapub.model import Fleet, Release
 from otapub.rollout import RolloutStatus, rollout_status
+from otapub.secure_build import floors_of
 from otapub.targets import ROLLOUT, Rules, resolve, resolve_targets
 from otapub.versions import parse_version
 
@@ -30,6 +33,7 @@ class Side:
     fleet: Fleet | None = None
     targets: dict[str, Release | None] = field(default_factory=dict)
     digests: dict[str, Digests] = field(default_factory=dict)
+    floors: dict[str, list] = field(default_factory=dict)  # anti-rollback: MAC -> [release, secure_version]
     errors: list[str] = field(default_factory=list)
 
 
@@ -77,14 +81,23 @@ class FleetPlan:
         }
 
 
-def _load(config: Config, now: datetime) -> Side:
+def _load(config: Config, now: datetime, base: Side | None = None) -> Side:
+    """One side, resolved; the working tree (``base`` given) gets every check a build runs, with
+    the base's targets as anti-rollback floors where the build state knows none."""
     side = Side()
+    cache = DigestCache()
     try:
         side.fleet = load_fleet(config.path("fleet_dir"), config.root)
         side.targets = resolve_targets(side.fleet, now)
-        side.digests = verify_firmware(side.fleet, DigestCache())
+        side.digests = verify_firmware(side.fleet, cache)
+        if base is None:
+            side.floors = floors_of(check_fleet(config, now, cache, fleet=side.fleet))
+        else:
+            check_site(config, now, cache, fleet=side.fleet, extra_floors=base.floors)
     except ValidationError as exc:
         side.errors = [str(p) for p in exc.problems]
+    except OtapubError as exc:
+        side.errors = [str(exc)]
     return side
 
 
@@ -107,7 +120,7 @@ def compute_plan(config: Config, base: str | None = None, now: datetime | None =
     now = now or datetime.now(timezone.utc)
     ref = base or default_base(config.root)
     old, commit = _load_at(config, ref, now)
-    new = _load(config, now)
+    new = _load(config, now, base=old)
     plan = FleetPlan(ref, commit, new.errors, old.errors)
     if new.fleet is None:
         return plan

@@ -14,7 +14,7 @@ from otapub.errors import OtapubError
 from otapub.fleet import load_fleet
 from otapub.identity import mac12 as to_mac12
 from otapub.identity import normalize_mac
-from otapub.tokens import device_key, hmac_token_from_key
+from otapub.tokens import device_key, hmac_token_from_key, scheme_of
 
 SCHEME = "hmac-sha256"
 NVS_NAMESPACE = "otapub"
@@ -52,17 +52,12 @@ def provision(config: Config, mac: str) -> Provisioning:
         digits = to_mac12(mac)
     except ValueError as exc:
         raise OtapubError(str(exc)) from None
-    secret = config.shared_secret_key
-    if not secret:
-        raise OtapubError("shared_secret_key is not set (OTA_SERVER_SHARED_SECRET_KEY): device keys derive from it")
-    if config.placeholder_secrets() and "shared_secret_key" in config.placeholder_secrets():
-        raise OtapubError("shared_secret_key still holds the seed's published placeholder: device keys derived "
-                          "from it would be public")
+    secret = config.secret("device keys derive from it", public_if_placeholder=True)
     fleet_scheme = None
     if config.path("fleet_dir").is_dir():
         device = load_fleet(config.path("fleet_dir"), config.root).devices.get(normalize_mac(mac))
         if device is not None:
-            fleet_scheme = device.token_scheme or config.token_scheme
+            fleet_scheme = scheme_of(device, config.token_scheme)
     key = device_key(digits, secret)
     return Provisioning(normalize_mac(mac), digits, SCHEME, key.hex(), hmac_token_from_key(key, digits),
                         fleet_scheme)

@@ -17,18 +17,14 @@ from typing import Any
 
 from otapub.check import Checked, check_fleet
 from otapub.config import Config
-from otapub.errors import OtapubError, Problem, ValidationError
+from otapub.errors import Problem, ValidationError
 from otapub.firmware import DigestCache, Digests, firmware_site_path, firmware_url
 from otapub.inspection import ImageCache, ImageFacts, answer_fields
+from otapub.layout import answer_path
 from otapub.model import Fleet
 from otapub.signing import SIGNED_FIELDS
 from otapub.targets import Target
-from otapub.tokens import device_token
-
-
-def answer_path(token: str, mac12: str) -> str:
-    return f"d/{token}/{mac12}.json"
-
+from otapub.tokens import DeviceTokens
 
 Encode = Callable[[Any, Any, str], bytes]  # (device_id, hardware, mac) -> the answer's bytes
 
@@ -81,18 +77,13 @@ class Plan:
 CHECK_ONLY_SECRET = "otapub-check-without-secret"  # noqa: S105 (not a secret)
 
 
-def _secret(config: Config, required: bool = True) -> str:
-    secret = config.shared_secret_key
+def answer_secret(config: Config, required: bool = True) -> str:
+    """The secret answers are keyed under: refused when missing or a placeholder (any placeholder
+    secret stops a build); without ``required`` (`otapub check`), a stand-in when it is not set."""
     if not required:
-        return secret or CHECK_ONLY_SECRET
-    if not secret:
-        raise OtapubError("shared_secret_key is not set: put it in OTA_SERVER_SHARED_SECRET_KEY "
-                          "(or config.json, outside git)")
-    if config.placeholder_secrets() and not config.debug_mode:
-        names = ", ".join(config.placeholder_secrets())
-        raise OtapubError(f"{names} still holds the seed's published placeholder value: set a real secret "
-                          "(or debug_mode for local experiments)")
-    return secret
+        return config.shared_secret_key or CHECK_ONLY_SECRET
+    config.refuse_placeholders()
+    return config.secret("the answers' paths derive from it")
 
 
 def release_fields(config: Config, checked: Checked, release_names: Iterable[str]) -> tuple[
@@ -119,8 +110,7 @@ def release_fields(config: Config, checked: Checked, release_names: Iterable[str
 
 def render(config: Config, checked: Checked, require_secret: bool = True, signing: bool = False) -> Plan:
     """Every device's answer, keyed by its site path. ``signing``: keep what signing needs."""
-    secret = _secret(config, require_secret)
-    default_scheme = config.token_scheme
+    token = DeviceTokens(answer_secret(config, require_secret), config.token_scheme).canonical
     targets = checked.targets
     # dict.fromkeys, not a set: the releases in the fleet's order, the same from build to build.
     names = dict.fromkeys(t.release.name for t in targets.values() if t.release is not None)
@@ -131,8 +121,7 @@ def render(config: Config, checked: Checked, require_secret: bool = True, signin
     encoders: dict[tuple[str | None, bool], AnswerEncoder] = {}
     encodes: dict[tuple[str | None, bool], Encode] = {}
     for mac, device in checked.fleet.devices.items():
-        token = device_token(device.mac12, secret, device.token_scheme or default_scheme)
-        path = answer_path(token, device.mac12)
+        path = answer_path(token(device), device.mac12)
         if path in answers:  # cannot happen with distinct MACs; refuse rather than overwrite
             problems.append(device.pos.problem(f"devices.{mac}", f"answer path collision at {path}"))
             continue

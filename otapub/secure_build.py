@@ -24,16 +24,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otapub.config import Config
 from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write, is_temp
 from otapub.git import tree_at
+from otapub.inspection import answer_fields
+from otapub.layout import answer_path
 from otapub.model import Device, Fleet
 from otapub.record import RECORD, read_record
-from otapub.render import Plan, answer_path
 from otapub.signing import (
     KEYS_FILE,
     SIGNATURE_MEMBER,
@@ -51,7 +52,11 @@ from otapub.signing import (
     verify_answer,
 )
 from otapub.targets import Target
-from otapub.tokens import device_token
+from otapub.tokens import DeviceTokens
+
+if TYPE_CHECKING:  # the renderer's and the checks' output come in; neither module is needed to run
+    from otapub.check import Checked
+    from otapub.render import Plan
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +80,12 @@ def _hash(data: bytes) -> str:
 class SecureBuild:
     """One build's signing and anti-rollback step. Construct early: it loads and checks the key."""
 
-    def __init__(self, config: Config, now: datetime):
+    def __init__(self, config: Config, now: datetime, check_only: bool = False):
+        """``check_only``: anti-rollback only, for `otapub check` and `plan`, which run without the
+        private key (pull requests get no secrets); nothing is signed or saved."""
         self.now = now.astimezone(timezone.utc)
-        self.key: SigningKey | None = load_signing_key(config)
+        self.check_only = check_only
+        self.key: SigningKey | None = None if check_only else load_signing_key(config)
         self.previous = parse_public_keys(config.previous_public_keys, "previous_public_keys")
         self.lifetime = timedelta(days=config.answer_lifetime_days)
         self.key_expires: datetime | None = None
@@ -148,7 +156,7 @@ class SecureBuild:
             if not isinstance(answer, dict) or not isinstance(answer.get("mac"), str):
                 continue
             verified = None
-            if SIGNATURE_MEMBER in data:
+            if SIGNATURE_MEMBER in data and not self.check_only:  # a check needs the floors only
                 try:
                     verified = verify_answer(data, trusted, datetime.min.replace(tzinfo=timezone.utc))
                 except OtapubError as exc:
@@ -181,14 +189,14 @@ class SecureBuild:
         if record is None:
             log.warning("previous site %s has no build record (build.json): taken as never published", base)
             return []
-        secret, default = self.config.shared_secret_key, self.config.token_scheme
+        config = self.config
+        token = DeviceTokens(config.secret("the answers' paths derive from it"), config.token_scheme).canonical
         devices = fleet.devices
         commit = record.get("source_commit")
         if isinstance(commit, str) and commit:
             previous = _fleet_at(self.config, commit, base)
             devices = {mac: previous[mac] for mac in devices if mac in previous}
-        wanted = {answer_path(device_token(d.mac12, secret, d.token_scheme or default), d.mac12): mac
-                  for mac, d in devices.items()}
+        wanted = {answer_path(token(device), device.mac12): mac for mac, device in devices.items()}
         found = _fetch(base, wanted)
         missing = [wanted[path] for path, data in found.items() if data is None]
         if missing:
@@ -199,7 +207,7 @@ class SecureBuild:
         return [(path, data) for path, data in found.items() if data is not None]
 
     def save(self) -> None:
-        if self._path is None:
+        if self._path is None or self.check_only:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = {"format": STATE_FORMAT, "manifest_version": self.manifest_version, "key_id": self.key_id,
@@ -226,14 +234,8 @@ class SecureBuild:
     # -- the build step ------------------------------------------------------------------------
     def apply(self, plan: Plan) -> None:
         """Check anti-rollback, then sign the plan's answers and add keys.json (in place)."""
+        self.check(plan.checked)
         paths = [path for path in plan.answers if path.startswith("d/")]
-        if self._stateless and self.previous_site_url and not self.targets and not self.answers:
-            found = self._recover(self._previous_answers(plan.fleet), remote=True)
-            log.info("previous site %s: %d answer(s) recovered", self.previous_site_url, found)
-        # Release and secure_version per device come from the plan itself: parsing 100,000 answers
-        # back from JSON cost a tenth of a build.
-        secure_versions = {name: fields.get("secure_version") for name, fields in plan.release_fields.items()}
-        self._check_rollback(plan.fleet, plan.targets, secure_versions)
         if self.key is not None:
             self._sign(plan, paths)
             plan.answers[KEYS_FILE] = keys_document(self.key, self.previous, self.key_expires)
@@ -242,6 +244,25 @@ class SecureBuild:
             self.answers = {}
             self.resign_at = None
         self.key_id = self.key.keyid if self.key is not None else None
+
+    def check(self, checked: Checked, extra_floors: Mapping[str, list] | None = None) -> None:
+        """The anti-rollback check: every device's target against its floor (ValidationError).
+
+        A build without state first recovers the floors from the live site (previous_site_url);
+        `otapub check` and `plan` can only when the shared secret (the answers' paths) is there.
+        ``extra_floors`` (MAC -> [release, secure_version]) count where no floor is known (`plan`:
+        the base's targets, all a pull request without state or secrets can know).
+        """
+        if self._stateless and self.previous_site_url and not self.targets and not self.answers:
+            if self.config.shared_secret_key:
+                found = self._recover(self._previous_answers(checked.fleet), remote=True)
+                log.info("previous site %s: %d answer(s) recovered", self.previous_site_url, found)
+            else:
+                log.warning("previous_site_url is set but shared_secret_key is not: the live site's answers "
+                            "(anti-rollback floors) cannot be read here; the build will")
+        for mac, floor in (extra_floors or {}).items():
+            self.targets.setdefault(mac, floor)
+        self._check_rollback(checked.fleet, checked.targets, secure_versions(checked))
 
     def _check_rollback(self, fleet: Fleet, targets: Mapping[str, Target], secure_versions: Mapping[str, int | None]
                         ) -> None:
@@ -368,6 +389,31 @@ def _local_answers(site: Path) -> Iterator[tuple[str, bytes]]:
                 yield path, (site / path).read_bytes()
             except OSError:
                 continue
+
+
+def secure_versions(checked: Checked) -> dict[str, int | None]:
+    """The secure_version each targeted release's answer carries (otapub.inspection.answer_fields)."""
+    versions: dict[str, int | None] = {}
+    for target in checked.targets.values():
+        release = target.release
+        if release is not None and release.name not in versions:
+            versions[release.name] = answer_fields(release, checked.images.get(release.name)).get("secure_version")
+    return versions
+
+
+def check_rollback(config: Config, checked: Checked, extra_floors: Mapping[str, list] | None = None) -> None:
+    """The build's anti-rollback check, read-only: against the floors the next build would use
+    (its state, else the site on disk, else previous_site_url), then ``extra_floors``."""
+    secure = SecureBuild(config, datetime.now(timezone.utc), check_only=True)
+    secure.load_state(config.path("state_dir"), config.path("site_dir"))
+    secure.check(checked, extra_floors)
+
+
+def floors_of(checked: Checked) -> dict[str, list]:
+    """The anti-rollback floors a build of ``checked`` would leave: MAC -> [release, secure_version]."""
+    versions = secure_versions(checked)
+    return {mac: [t.release.name, versions[t.release.name]] for mac, t in checked.targets.items()
+            if t.release is not None and versions[t.release.name] is not None}
 
 
 def _unrecoverable(base: str | None, macs: list[str], why: str) -> OtapubError:

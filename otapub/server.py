@@ -65,14 +65,6 @@ class _Gunicorn(BaseApplication):
         return self._app
 
 
-def refuse_placeholders(config: Config) -> None:
-    """The seed shipped well-known placeholder secrets: never serve with one of them."""
-    names = config.placeholder_secrets()
-    if names and not config.debug_mode:
-        raise OtapubError(f"refusing to start: {', '.join(names)} still holds the seed's published placeholder "
-                          "value; set a real secret (or debug_mode for local experiments)")
-
-
 def gunicorn_options(config: Config, host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
     return {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
@@ -111,7 +103,7 @@ def check_listen(host: str, port: int) -> None:
 def serve(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None,
           server: str = "granian") -> None:
     """Serve the site (and the admin API when a key is set) until interrupted."""
-    refuse_placeholders(config)
+    config.refuse_placeholders(doing="refusing to start: ")
     host = host or config.server_host
     port = port or config.server_port
     check_listen(host, port)

@@ -17,6 +17,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 _HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{1,64}")
 DJB2_DIGITS = 8
@@ -137,6 +138,37 @@ def get_scheme(name: str) -> TokenScheme:
 def device_token(mac12: str, secret: str, scheme: str = DEFAULT_SCHEME) -> str:
     """The canonical token of a device: the path key of its answer."""
     return get_scheme(scheme).compute(mac12, secret)
+
+
+class _HasScheme(Protocol):
+    mac12: str
+    token_scheme: str | None
+
+
+def scheme_of(device: _HasScheme, default: str) -> str:
+    """A fleet device's token scheme: its own ``token_scheme``, else the fleet's default (config)."""
+    return device.token_scheme or default
+
+
+class DeviceTokens:
+    """The tokens of a fleet's devices under one secret: the one place a device's token is derived."""
+
+    def __init__(self, secret: str, default_scheme: str = DEFAULT_SCHEME):
+        self.secret = secret
+        self.default = default_scheme
+
+    def canonical(self, device: _HasScheme) -> str:
+        """The canonical token: the path key of the device's answer (called once per device per build)."""
+        return SCHEMES[device.token_scheme or self.default].compute(device.mac12, self.secret)
+
+    def wire(self, device: _HasScheme) -> str:
+        """The X-Device-Auth value the device sends."""
+        return SCHEMES[device.token_scheme or self.default].wire(device.mac12, self.secret)
+
+    def for_mac(self, mac12: str, scheme: str | None, canonical: bool = True) -> str:
+        """A MAC's token under ``scheme`` (None: the default), for a device that may not be in the fleet."""
+        chosen = get_scheme(scheme or self.default)
+        return (chosen.compute if canonical else chosen.wire)(mac12, self.secret)
 
 
 def canonical_token(header: str | None) -> str | None:

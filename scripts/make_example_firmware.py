@@ -16,7 +16,8 @@ from pathlib import Path
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from otapub.image import CHIPS, inspect_image  # noqa: E402
+from otapub.chips import CHIPS  # noqa: E402
+from otapub.image import inspect_image  # noqa: E402
 from otapub.imagegen import make_app_image  # noqa: E402
 
 

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otapub.fastyaml import fast_load
-from otapub.yamlsource import Map, libyaml_load, load_yaml
+from otapub.located import Map
+from otapub.yamlsource import libyaml_load, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from otapub.image import APP_DESC, CHIPS, ImageError, ImageInfo, inspect_file, inspect_image, xor_checksum
+from otapub.chips import CHIPS
+from otapub.image import APP_DESC, ImageError, ImageInfo, inspect_file, inspect_image, xor_checksum
 from otapub.imagegen import make_app_image
 
 REPO = Path(__file__).resolve().parents[1]

@@ -41,7 +41,7 @@ def test_grouped_target_changes_adds_removes_and_loud_checksum(committed):
     text = text[: text.index("  aa-bb-cc-00-00-01")]
     text += "  AA:BB:CC:00:00:09: {release: panic-1.3.7}\n  AA:BB:CC:00:00:0A: {release: panic-1.3.7}\n"
     devices.write_text(text)
-    committed.firmware("panic_1.3.7.bin", b"new bytes under an old name")
+    committed.firmware("panic_1.3.7.bin", seed=99)  # new bytes under an old name (a valid image: plan checks)
     result, data = plan_json(committed)
     assert result.exit_code == 0, result.output
     assert data["target_changes"] == [{"from": "1.3.7 (panic-1.3.7)", "to": "1.3.8 (panic-1.3.8)", "count": 1,

@@ -439,6 +439,38 @@ def test_anti_rollback_refuses_a_lower_secure_version(repo):
         build_site(repo.config(), now=NOW)
 
 
+def test_check_and_plan_run_the_builds_anti_rollback_check(repo):
+    """What pull requests run must refuse what the build will: the same check, the same message."""
+    rollback_repo(repo)
+    repo.write(".gitignore", "site/\n.otapub/\n")
+    repo.git("init", "-q", "-b", "main")
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "app-2.0.0 everywhere")
+    build_site(repo.config(), now=NOW)
+    pin("app-2.1.0", repo)  # secure_version 2 -> 1
+    built = repo.cli("build")
+    assert built.exit_code != 0 and "anti-rollback" in built.output
+    checked = repo.cli("check")
+    assert checked.exit_code != 0 and checked.output == built.output
+    planned = repo.cli("plan", "--format", "json")
+    assert planned.exit_code != 0
+    message = built.output.removeprefix("error: ").split("\n")[0]
+    assert json.loads(planned.stdout)["errors"] == [message]
+    # merged, the change is no change to plan, and still refused
+    repo.git("commit", "-qam", "app-2.1.0")
+    planned = repo.cli("plan", "--format", "json")
+    assert planned.exit_code != 0 and json.loads(planned.stdout)["errors"] == [message]
+    # a pull request has neither the build state nor the site: plan takes the base's targets as floors
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    shutil.rmtree(repo.root / ".otapub")
+    shutil.rmtree(repo.site)
+    pin("app-2.1.0", repo)
+    planned = repo.cli("plan", "--format", "json")
+    assert planned.exit_code != 0 and json.loads(planned.stdout)["errors"] == [message]
+    pin("app-2.2.0", repo)  # forward is fine
+    assert repo.cli("check").exit_code == 0 and repo.cli("plan").exit_code == 0
+
+
 def test_anti_rollback_can_be_allowed_explicitly(repo):
     rollback_repo(repo)
     build_site(repo.config(), now=NOW)
