@@ -174,4 +174,6 @@
   document.getElementById("page-next").addEventListener("click", function () { page++; render(); });
   render();
   document.body.setAttribute("data-ready", "1");
+  // Milliseconds from the navigation's start to a rendered page (bench/bench_dashboard.py reads it).
+  document.body.setAttribute("data-render-ms", String(Math.round(performance.now())));
 })();
