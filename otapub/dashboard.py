@@ -42,8 +42,8 @@ def dashboard_data(config: Config, now: datetime | None = None, days: int = 90, 
                    extra_logs: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-able data (compact rows for 100,000 devices)."""
     now = now or datetime.now(timezone.utc)
-    rows = fleet_status(config, extra_logs, now)
     fleet = load_fleet(config.path("fleet_dir"), config.root)
+    rows = fleet_status(config, extra_logs, now, fleet)
     known = set()
     for release in fleet.releases.values():
         try:
@@ -78,7 +78,7 @@ def dashboard_data(config: Config, now: datetime | None = None, days: int = 90, 
                    "silent": silent, "strangers": sum(1 for r in rows if not r.in_fleet),
                    "auth_failing": len(auth)},
         "versions": [list(v) for v in version_days],
-        "rollouts": [h.to_dict() for h in fleet_health(config, now=now)],
+        "rollouts": [h.to_dict() for h in fleet_health(config, now=now, fleet=fleet)],
         "unknown_versions": sorted(([v, n] for v, n in unknown.items()), key=lambda x: -x[1])[:TABLE_LIMIT],
         "auth_failures": [[mac, n, last, ip] for n, mac, last, ip in auth],
         "devices": devices,

@@ -165,13 +165,14 @@ class DeviceStatus:
         return dict(self.__dict__)
 
 
-def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None) -> list[DeviceStatus]:
+def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None,
+                 fleet: Fleet | None = None) -> list[DeviceStatus]:
     """One row per fleet device, then devices that checked in but are not in the fleet.
 
     The shim's log and ``extra_logs`` (e.g. the Worker's, converted) are folded into the
     check-in store first; only lines added since the last fold are read.
     """
-    fleet = load_fleet(config.path("fleet_dir"), config.root)
+    fleet = fleet or load_fleet(config.path("fleet_dir"), config.root)
     targets = resolve_targets(fleet, now or datetime.now(timezone.utc))
     with folded(config, extra_logs) as store:
         seen = store.devices()

@@ -31,7 +31,8 @@ from otapub.errors import OtapubError
 from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write
 from otapub.model import Fleet, Rollout
-from otapub.rollout import audience, bucket, current_stage, describe_gates, group_members, waiting_for_gate
+from otapub.rollout import (audience, bucket, current_stage, describe_gates, group_members, rollout_state,
+                            waiting_for_gate)
 from otapub.versions import parse_version
 from otapub.yamledit import Document
 
@@ -124,16 +125,8 @@ def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers
     version = release.version if release is not None else None
     index = current_stage(rollout, now)
     waiting = waiting_for_gate(rollout, now)
-    if rollout.halted is not None:
-        state = f"halted ({rollout.halted})"
-    elif rollout.paused:
-        state = "paused"
-    elif index is None:
-        state = "scheduled"
-    else:
-        state = f"stage {index + 1} of {len(rollout.stages)}" + (
-            f", stage {waiting + 1} waits for the advance gate" if waiting is not None else "")
-    health = RolloutHealth(rollout.name, rollout.release, version, state, describe_gates(rollout))
+    health = RolloutHealth(rollout.name, rollout.release, version, rollout_state(rollout, now),
+                           describe_gates(rollout))
     scope = audience(rollout, fleet, group_members(fleet))
     devices = fleet.devices.values() if scope is None else [fleet.devices[m] for m in scope]
     bounds = [0] + [s.percent for s in rollout.stages]
@@ -187,10 +180,10 @@ def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers
 
 
 def fleet_health(config: Config, name: str | None = None, extra_logs: tuple[Path, ...] = (),
-                 now: datetime | None = None) -> list[RolloutHealth]:
+                 now: datetime | None = None, fleet: Fleet | None = None) -> list[RolloutHealth]:
     """Health of every rollout (or the one named), from the store with the logs folded in."""
     now = now or datetime.now(timezone.utc)
-    fleet = load_fleet(config.path("fleet_dir"), config.root)
+    fleet = fleet or load_fleet(config.path("fleet_dir"), config.root)
     if name is not None and name not in fleet.rollouts:
         known = ", ".join(sorted(fleet.rollouts)) or "none"
         raise OtapubError(f"no rollout {name!r} in {config.path('fleet_dir')} (rollouts: {known})")

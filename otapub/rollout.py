@@ -189,6 +189,20 @@ class RolloutStatus:
         return out
 
 
+def rollout_state(rollout: Rollout, now: datetime) -> str:
+    """"halted (why)", "paused", "scheduled" or "stage N of M" (and which stage waits for a gate)."""
+    if rollout.halted is not None:
+        return f"halted ({rollout.halted})"
+    if rollout.paused:
+        return "paused"
+    index = current_stage(rollout, now)
+    if index is None:
+        return "scheduled"
+    waiting = waiting_for_gate(rollout, now)
+    return f"stage {index + 1} of {len(rollout.stages)}" + (
+        f", stage {waiting + 1} waits for the advance gate" if waiting is not None else "")
+
+
 def describe_gates(rollout: Rollout) -> str | None:
     """The rollout's health gates in words (for plan, explain and health)."""
     parts = []
@@ -214,15 +228,8 @@ def rollout_status(fleet: Fleet, now: datetime, receiving: dict[str, int] | None
             buckets[bucket(rollout.name, device.mac12)] += 1
         stages = [StageCount(s.percent, s.not_before, sum(buckets[: s.percent])) for s in rollout.stages]
         index = current_stage(rollout, now)
-        if rollout.halted is not None:
-            state = f"halted ({rollout.halted})"
-        elif rollout.paused:
-            state = "paused"
-        elif index is None:
-            state = "scheduled"
-        else:
-            state = f"stage {index + 1} of {len(rollout.stages)}"
-        result.append(RolloutStatus(rollout.name, rollout.release, state, None if rollout.stopped else index,
+        result.append(RolloutStatus(rollout.name, rollout.release, rollout_state(rollout, now),
+                                    None if rollout.stopped else index,
                                     sum(buckets), stages, (receiving or {}).get(rollout.name, 0),
                                     describe_gates(rollout), waiting_for_gate(rollout, now)))
     return result
