@@ -17,6 +17,8 @@ import json
 import logging
 import re
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -53,6 +55,7 @@ _IGNORED = frozenset({"last_check", "last_update", "last_version", "last_decisio
 _TARGET_FIELDS = ("release", "target_version", "firmware_url")
 
 StartResponse = Callable[..., Any]
+DASHBOARD_SECONDS = 60  # the served dashboard is at most this old
 
 
 class _Reply(Exception):
@@ -71,6 +74,8 @@ class AdminApp:
         config.refuse_placeholders(["admin_api_key"])
         self._key = key.encode("utf-8") if key is not None else None
         self.rebuild = rebuild
+        self._page: tuple[float, bytes | None] = (0.0, None)
+        self._page_lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         if (environ.get("PATH_INFO") or "/") in ("/admin/dashboard", "/admin/dashboard/"):
@@ -125,6 +130,17 @@ class AdminApp:
                 offered = b""
         return self._key is not None and hmac.compare_digest(offered, self._key)
 
+    def _dashboard_page(self) -> bytes:
+        """The page, computed at most once per DASHBOARD_SECONDS (100,000 devices take seconds)."""
+        from otapub.dashboard import dashboard_data, render_page
+
+        with self._page_lock:
+            made, page = self._page
+            if page is None or time.monotonic() - made > DASHBOARD_SECONDS:
+                page = render_page(dashboard_data(self.config)).encode("utf-8")
+                self._page = (time.monotonic(), page)
+            return page
+
     def dashboard(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         """GET /admin/dashboard: the fleet dashboard page (otapub.dashboard), admin key required."""
         headers = [("Cache-Control", "no-store"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
@@ -139,10 +155,8 @@ class AdminApp:
             headers.append(("Allow", "GET, HEAD"))
         else:
             try:
-                from otapub.dashboard import dashboard_data, render_page
-
                 status, kind = 200, "text/html; charset=utf-8"
-                body = render_page(dashboard_data(self.config)).encode("utf-8")
+                body = self._dashboard_page()
                 headers.append(("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
                                 "style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"))
             except ValidationError as exc:

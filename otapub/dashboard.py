@@ -34,6 +34,13 @@ def _asset(name: str) -> str:
     return resources.files("otapub").joinpath(ASSETS, name).read_text(encoding="utf-8")
 
 
+def _version_key(text: str) -> Any:
+    try:
+        return parse_version(text)
+    except ValueError:
+        return text
+
+
 def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -43,18 +50,17 @@ def dashboard_data(config: Config, now: datetime | None = None, days: int = 90, 
     """Everything the page shows, as plain JSON-able data (compact rows for 100,000 devices)."""
     now = now or datetime.now(timezone.utc)
     fleet = load_fleet(config.path("fleet_dir"), config.root)
-    rows = fleet_status(config, extra_logs, now, fleet)
-    known = set()
-    for release in fleet.releases.values():
-        try:
-            known.add(parse_version(release.version))
-        except ValueError:
-            known.add(release.version)
-    with folded(config) as store:
-        version_days = store.version_days(_stamp(now - timedelta(days=days))[:10])
+    with folded(config, extra_logs) as store:
         seen = store.devices()
+        version_days = store.version_days(_stamp(now - timedelta(days=days))[:10])
+        rollouts = fleet_health(config, now=now, fleet=fleet, store=store, seen=seen)
+    rows = fleet_status(config, now=now, fleet=fleet, seen=seen)
+    known: set[Any] = set()
+    for release in fleet.releases.values():
+        known.add(_version_key(release.version))
     silent_before = _stamp(now - timedelta(days=silent_days))
     unknown: dict[str, int] = {}
+    keys: dict[str, Any] = {}
     devices = []
     silent = 0
     for r in rows:
@@ -63,10 +69,7 @@ def dashboard_data(config: Config, now: datetime | None = None, days: int = 90, 
         if r.in_fleet and (r.last_check is None or r.last_check < silent_before):
             silent += 1
         if r.last_version and r.in_fleet:
-            try:
-                key: Any = parse_version(r.last_version)
-            except ValueError:
-                key = r.last_version
+            key = keys.get(r.last_version) or keys.setdefault(r.last_version, _version_key(r.last_version))
             if key not in known:
                 unknown[r.last_version] = unknown.get(r.last_version, 0) + 1
     auth = sorted(((item.auth_failures, mac, item.last_check or "", item.last_ip or "")
@@ -78,7 +81,7 @@ def dashboard_data(config: Config, now: datetime | None = None, days: int = 90, 
                    "silent": silent, "strangers": sum(1 for r in rows if not r.in_fleet),
                    "auth_failing": len(auth)},
         "versions": [list(v) for v in version_days],
-        "rollouts": [h.to_dict() for h in fleet_health(config, now=now, fleet=fleet)],
+        "rollouts": [h.to_dict() for h in rollouts],
         "unknown_versions": sorted(([v, n] for v, n in unknown.items()), key=lambda x: -x[1])[:TABLE_LIMIT],
         "auth_failures": [[mac, n, last, ip] for n, mac, last, ip in auth],
         "devices": devices,

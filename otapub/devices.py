@@ -166,16 +166,19 @@ class DeviceStatus:
 
 
 def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None,
-                 fleet: Fleet | None = None) -> list[DeviceStatus]:
+                 fleet: Fleet | None = None, seen: dict[str, Seen] | None = None) -> list[DeviceStatus]:
     """One row per fleet device, then devices that checked in but are not in the fleet.
 
     The shim's log and ``extra_logs`` (e.g. the Worker's, converted) are folded into the
-    check-in store first; only lines added since the last fold are read.
+    check-in store first; only lines added since the last fold are read. ``fleet`` and
+    ``seen`` (the store's devices, read by the caller) save loading them again.
     """
     fleet = fleet or load_fleet(config.path("fleet_dir"), config.root)
     targets = resolve_targets(fleet, now or datetime.now(timezone.utc))
-    with folded(config, extra_logs) as store:
-        seen = store.devices()
+    if seen is None:
+        with folded(config, extra_logs) as store:
+            seen = store.devices()
+    seen = dict(seen)  # rows take their entries out
     rows = []
     for mac, device in sorted(fleet.devices.items()):
         release = targets.get(mac)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from otapub.checkins import Seen
-from otapub.checkinstore import Offer, folded
+from otapub.checkinstore import Offer, Store, folded
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.fleet import load_fleet
@@ -180,21 +180,27 @@ def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers
 
 
 def fleet_health(config: Config, name: str | None = None, extra_logs: tuple[Path, ...] = (),
-                 now: datetime | None = None, fleet: Fleet | None = None) -> list[RolloutHealth]:
-    """Health of every rollout (or the one named), from the store with the logs folded in."""
+                 now: datetime | None = None, fleet: Fleet | None = None,
+                 store: Store | None = None, seen: dict[str, Seen] | None = None) -> list[RolloutHealth]:
+    """Health of every rollout (or the one named), from the store with the logs folded in.
+
+    ``fleet``, ``store`` (already folded) and ``seen`` (its devices) save loading them again.
+    """
     now = now or datetime.now(timezone.utc)
     fleet = fleet or load_fleet(config.path("fleet_dir"), config.root)
     if name is not None and name not in fleet.rollouts:
         known = ", ".join(sorted(fleet.rollouts)) or "none"
         raise OtapubError(f"no rollout {name!r} in {config.path('fleet_dir')} (rollouts: {known})")
     rollouts = [fleet.rollouts[name]] if name else list(fleet.rollouts.values())
-    with folded(config, extra_logs) as store:
-        seen = store.devices()
-        result = []
-        for rollout in rollouts:
-            release = fleet.releases.get(rollout.release)
-            offers = {o.mac: o for o in store.offers(release.version)} if release is not None else {}
-            result.append(rollout_health(fleet, rollout, seen, offers, now))
+    if store is None:
+        with folded(config, extra_logs) as opened:
+            return fleet_health(config, name, (), now, fleet, opened, seen)
+    seen = store.devices() if seen is None else seen
+    result = []
+    for rollout in rollouts:
+        release = fleet.releases.get(rollout.release)
+        offers = {o.mac: o for o in store.offers(release.version)} if release is not None else {}
+        result.append(rollout_health(fleet, rollout, seen, offers, now))
     return result
 
 
