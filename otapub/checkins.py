@@ -74,7 +74,10 @@ class CheckinLog:
                 self._next_check = now + self.CHECK_SECONDS
             if (self.max_bytes and self._size + len(line) > self.max_bytes and self._size) or (
                     self.daily and self._size and _today() != self._day):
-                self._rotate()
+                try:
+                    self._rotate()
+                except OSError as exc:  # the line still goes to the current file
+                    log.error("cannot rotate check-in log %s: %s", self.path, exc.strerror)
             os.write(self._fd, line)
             self._size += len(line)
         except OSError as exc:  # never fail a device request because the log is unwritable

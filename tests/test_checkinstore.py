@@ -153,3 +153,48 @@ def test_a_file_that_is_no_store_is_a_clean_error(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a usable check-in store"):
         Store(bad)
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_serve_reopens_a_moved_log_on_sighup_and_nothing_is_lost(example, server):
+    """logrotate's way: move the log, SIGHUP `otapub serve`; every check-in reaches the store once."""
+    import signal
+    import time
+
+    from conftest import SECRET, Served
+    from otapub.checkinstore import open_store
+    from otapub.tokens import djb2_5381
+
+    assert example.cli("build").exit_code == 0
+    served = Served(example, workers=2, server=server)
+    token = {"X-Device-Auth": djb2_5381("AABBCCDDEEFF", SECRET)}
+    query = ("/api/firmware?device_id=PanicAlarm_EEFF&hardware=FireBeetle+2+ESP32-C6&version=1.3.{}"
+             "&mac=AA:BB:CC:DD:EE:FF")
+    log = example.root / "state/checkins.jsonl"
+    try:
+        for n in range(5):
+            assert served.request(query.format(n), token)[0] == 200
+        with open_store(example.config()) as store:
+            store.fold(log, "checkin_log")
+        for n in range(5, 8):
+            assert served.request(query.format(n), token)[0] == 200
+        os.rename(log, example.root / "state/checkins.jsonl.1")
+        for n in range(8, 10):  # before the signal: still written to the moved file
+            assert served.request(query.format(n), token)[0] == 200
+        served.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        n = 10
+        while not log.exists():  # the new workers (or the once-a-second check) open a new log
+            assert time.monotonic() < deadline, "the log was not reopened"
+            assert served.request(query.format(n), token)[0] == 200
+            n += 1
+        for n in range(n, n + 3):
+            assert served.request(query.format(n), token)[0] == 200
+    finally:
+        served.stop()
+    with open_store(example.config()) as store:
+        store.fold(log, "checkin_log")
+        assert store.fold(log, "checkin_log").lines == 0
+        seen = store.devices()["AA:BB:CC:DD:EE:FF"]
+        assert seen.checks == n + 1
+        assert sorted(store.first_reported("AA:BB:CC:DD:EE:FF")) == sorted(f"1.3.{i}" for i in range(n + 1))
