@@ -71,7 +71,7 @@ def history(store_path: Path, fleet, days: int) -> tuple[int, float]:
         SELECT {day_expr} || 'T' || printf('%02d:%02d:00.000000Z', abs(hash_h) % 24, abs(hash_h) % 60),
                mac, CASE WHEN n < switch THEN old ELSE version END,
                version, CASE WHEN n < switch THEN 'update_offered' ELSE 'up_to_date' END, 200,
-               '192.0.2.1', NULL, 'PanicAlarm_' || substr(replace(mac, ':', ''), 9), 'FireBeetle 2 ESP32-C6'
+               '192.0.2.1', NULL
         FROM days CROSS JOIN (SELECT *, unicode(substr(mac, 16)) * 7 + unicode(substr(mac, 13)) AS hash_h
                               FROM fleet)
     """)

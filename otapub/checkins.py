@@ -1,7 +1,8 @@
 """The check-in log: one JSON line per device request, appended, never rewritten.
 
-Runtime state does not belong in git (design.md §3): the shim appends here and ``otapub
-status`` / the admin API read it. Each line is written with a single ``write`` on an
+Runtime state does not belong in git (design.md §3): the shim appends here; the check-in
+store (otapub.checkinstore) folds it for ``otapub status``, ``health``, the dashboard and the
+admin API. Each line is written with a single ``write`` on an
 ``O_APPEND`` descriptor, so several worker processes can share one file without locks and
 without interleaving lines.
 """
@@ -13,13 +14,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from otapub.versions import parse_version
 
 log = logging.getLogger(__name__)
 
@@ -126,26 +125,9 @@ def _today() -> int:
     return int(time.time() // 86400)
 
 
-def iter_checkins(path: Path) -> Iterator[dict[str, Any]]:
-    """Entries of a check-in log, oldest first; unreadable lines are skipped with a warning."""
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                log.warning("%s:%d: skipping a line that is not JSON", path, number)
-                continue
-            if isinstance(entry, dict):
-                yield entry
-
-
 @dataclass
 class Seen:
-    """What the log tells about one MAC."""
+    """What the check-ins tell about one MAC (a row of the store's ``devices`` table)."""
 
     mac: str
     first_seen: str | None = None
@@ -181,47 +163,3 @@ def ip_and_client(entry: dict[str, Any]) -> tuple[str | None, str | None]:
 def _is_ip(text: str) -> bool:
     # Cheap on purpose (runs per logged line): protocol names are words, addresses are not.
     return text[:1].isdigit() or ":" in text
-
-
-def summarize(entries: Iterable[dict[str, Any]], seen: dict[str, Seen] | None = None) -> dict[str, Seen]:
-    """Fold check-ins (oldest first) into the latest state per MAC, onto ``seen`` when given."""
-    seen = {} if seen is None else seen
-    for entry in entries:
-        mac = entry.get("mac")
-        if not isinstance(mac, str):
-            continue
-        item = seen.get(mac) or seen.setdefault(mac, Seen(mac))
-        item.checks += 1
-        when = entry.get("time")
-        item.last_check = when
-        if item.first_seen is None:
-            item.first_seen = when
-        item.last_ip, client = ip_and_client(entry)
-        item.last_client = client or item.last_client
-        decision = entry.get("decision")
-        if decision in (AUTH_FAILED, BAD_REQUEST):  # what an unauthenticated request claims is not news
-            item.auth_failures += decision == AUTH_FAILED
-            item.last_decision = decision
-            continue
-        version = entry.get("version")
-        if isinstance(version, str):
-            if item.last_version is not None and version != item.last_version and _newer(version, item.last_version):
-                item.last_update = entry.get("time")
-            item.last_version = version
-        item.last_target = entry.get("target")
-        item.last_decision = entry.get("decision")
-        item.device_id = entry.get("device_id") or item.device_id
-        item.hardware = entry.get("hardware") or item.hardware
-    return seen
-
-
-def _newer(a: str, b: str) -> bool:
-    try:
-        return parse_version(a) > parse_version(b)
-    except ValueError:
-        return False
-
-
-def read_checkins(path: Path | None) -> dict[str, Seen]:
-    """Latest state per MAC from a check-in log (empty when there is none)."""
-    return summarize(iter_checkins(path)) if path is not None else {}

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from otapub import checkins
-from otapub.checkins import Seen, ip_and_client, summarize
+from otapub.checkins import Seen, ip_and_client
 from otapub.errors import OtapubError
 from otapub.identity import normalize_mac
+from otapub.versions import parse_version
 
 try:  # four times as fast as the json module: parsing is most of a fold
     from orjson import loads as _loads
@@ -58,8 +59,7 @@ CREATE TABLE IF NOT EXISTS sources (
     head TEXT, head_len INTEGER NOT NULL DEFAULT 0, last_time TEXT, folded_ns INTEGER
 );
 CREATE TABLE IF NOT EXISTS checkins (
-    time TEXT, mac TEXT, version TEXT, target TEXT, decision TEXT, status INTEGER,
-    ip TEXT, client TEXT, device_id TEXT, hardware TEXT
+    time TEXT, mac TEXT, version TEXT, target TEXT, decision TEXT, status INTEGER, ip TEXT, client TEXT
 );
 CREATE INDEX IF NOT EXISTS checkins_mac_time ON checkins (mac, time);
 CREATE INDEX IF NOT EXISTS checkins_time ON checkins (time);
@@ -95,10 +95,34 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
+# One batch's summary of a MAC merged into its row: ?1..?13 the columns (the batch alone), ?14/?15
+# the batch's first authenticated version and its time, ?16 whether any check-in was authenticated.
+# On the right of SET, `devices.` is the row before the update.
+_UPSERT_DEVICE = """
+INSERT INTO devices VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+ON CONFLICT (mac) DO UPDATE SET
+    first_seen = coalesce(devices.first_seen, excluded.first_seen),
+    last_check = excluded.last_check,
+    last_update = coalesce(?7, CASE WHEN ?14 IS NOT NULL AND devices.last_version IS NOT NULL
+                                    AND devices.last_version != ?14 AND otapub_newer(?14, devices.last_version)
+                               THEN ?15 ELSE devices.last_update END),
+    last_version = coalesce(excluded.last_version, devices.last_version),
+    last_target = CASE WHEN ?16 THEN excluded.last_target ELSE devices.last_target END,
+    last_decision = excluded.last_decision,
+    device_id = coalesce(excluded.device_id, devices.device_id),
+    hardware = coalesce(excluded.hardware, devices.hardware),
+    last_ip = excluded.last_ip,
+    last_client = coalesce(excluded.last_client, devices.last_client),
+    checks = devices.checks + excluded.checks,
+    auth_failures = devices.auth_failures + excluded.auth_failures
+"""
 
 
-def _row(item: Seen) -> tuple[Any, ...]:
-    return tuple(item.__dict__.values())  # dataclasses.astuple deep-copies: ten times slower
+def _newer(a: str, b: str) -> bool:
+    try:
+        return parse_version(a) > parse_version(b)
+    except ValueError:
+        return False
 
 
 class StoreError(OtapubError):
@@ -151,6 +175,7 @@ class Store:
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(f"{path}: check-in store of schema {version}, this otapub reads "
                                  f"{SCHEMA_VERSION}; move it away and fold the logs again")
+            self.db.create_function("otapub_newer", 2, _newer, deterministic=True)
             if version == 0:
                 self.db.executescript(_SCHEMA)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -318,42 +343,62 @@ class Store:
         return offset, last_time  # a partial last line (``carry``) waits for the next fold
 
     def add(self, entries: list[dict[str, Any]]) -> None:
-        """Record check-ins (oldest first) in the current transaction."""
+        """Record check-ins (oldest first) in the current transaction.
+
+        One pass folds the batch per MAC (what ``Seen`` holds); one upsert per MAC merges that
+        into ``devices`` without reading the rows first. Only when the batch's first version
+        differs from the stored last one does SQLite call back into Python to compare them.
+        """
         rows, versions, offers, daily = [], {}, {}, {}
+        per_mac: dict[str, list[Any]] = {}
         for entry in entries:
             mac = _mac(entry.get("mac"))
             if mac is None:
                 continue
-            entry["mac"] = mac
             when, version, decision = entry.get("time"), entry.get("version"), entry.get("decision")
+            target = entry.get("target")
             ip, client = ip_and_client(entry)
-            rows.append((when, mac, version, entry.get("target"), decision, entry.get("status"), ip, client,
-                         entry.get("device_id"), entry.get("hardware")))
-            if decision in UNAUTHENTICATED or not isinstance(when, str):
+            rows.append((when, mac, version, target, decision, entry.get("status"), ip, client))
+            m = per_mac.get(mac)
+            if m is None:  # the columns of `devices`, then: first version, its time, authenticated?
+                m = per_mac[mac] = [mac, when, when, None, None, None, None, None, None, None, None, 0, 0,
+                                    None, None, 0]
+            m[2] = when
+            m[9] = ip
+            m[10] = client or m[10]
+            m[11] += 1
+            m[5] = decision
+            if decision in UNAUTHENTICATED:  # what an unauthenticated request claims is not news
+                m[12] += decision == checkins.AUTH_FAILED
+                continue
+            m[15] = 1
+            m[4] = target
+            m[7] = entry.get("device_id") or m[7]
+            m[8] = entry.get("hardware") or m[8]
+            if isinstance(version, str):
+                if m[13] is None:
+                    m[13], m[14] = version, when
+                elif version != m[3] and _newer(version, m[3]):
+                    m[6] = when
+                m[3] = version
+                if isinstance(when, str):
+                    versions.setdefault((mac, version), when)
+            if not isinstance(when, str):
                 continue
             day = _day(when)
             if day is not None:
                 counted = daily.get((day, mac))
                 daily[(day, mac)] = (counted[0] + 1 if counted else 1,
                                      version if isinstance(version, str) else (counted[1] if counted else ""))
-            if isinstance(version, str):
-                versions.setdefault((mac, version), when)
-            if decision == checkins.UPDATE_OFFERED:
-                target = entry.get("target")
-                if isinstance(target, str):
-                    offers.setdefault((mac, target), (when, version if isinstance(version, str) else None))
+            if decision == checkins.UPDATE_OFFERED and isinstance(target, str):
+                offers.setdefault((mac, target), (when, version if isinstance(version, str) else None))
         if not rows:
             return
         db = self.db
-        db.executemany("INSERT INTO checkins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        macs = list(dict.fromkeys(row[1] for row in rows))
-        seen = self._load_devices(macs)
-        before = {mac: item.last_version for mac, item in seen.items()}
-        # A version a device reported before this batch is known: only changes are looked up.
-        db.executemany("INSERT INTO versions VALUES (?, ?, ?) ON CONFLICT (mac, version) DO UPDATE "
-                       "SET first_seen = min(first_seen, excluded.first_seen)",
-                       [(mac, version, when) for (mac, version), when in versions.items()
-                        if before.get(mac) != version])
+        db.executemany("INSERT INTO checkins VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany(_UPSERT_DEVICE, per_mac.values())
+        db.executemany("INSERT OR IGNORE INTO versions VALUES (?, ?, ?)",
+                       [(mac, version, when) for (mac, version), when in versions.items()])
         db.executemany("INSERT INTO offers VALUES (?, ?, ?, ?) ON CONFLICT (mac, target) DO UPDATE "
                        "SET first_offered = excluded.first_offered, from_version = excluded.from_version "
                        "WHERE excluded.first_offered < first_offered",
@@ -362,21 +407,6 @@ class Store:
                        "SET checks = checks + excluded.checks, "
                        "version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END",
                        [(day, mac, n, version) for (day, mac), (n, version) in daily.items()])
-        summarize(entries, seen)
-        db.executemany(f"INSERT OR REPLACE INTO devices VALUES ({', '.join('?' * len(_DEVICE_COLUMNS))})",
-                       [_row(seen[mac]) for mac in macs if mac in seen])
-
-    def _load_devices(self, macs: list[str]) -> dict[str, Seen]:
-        db = self.db
-        query = f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices"
-        total = db.execute("SELECT count(*) FROM devices").fetchone()[0]
-        if len(macs) * 4 < total:  # a few devices: look them up
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (mac TEXT PRIMARY KEY) WITHOUT ROWID")
-            db.execute("DELETE FROM wanted")
-            db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((m,) for m in macs))
-            return {row[0]: Seen(*row) for row in db.execute(query + " JOIN wanted USING (mac)")}
-        wanted = set(macs)  # most of the fleet: one pass over the table is cheaper
-        return {row[0]: Seen(*row) for row in db.execute(query) if row[0] in wanted}
 
     def _apply_retention(self) -> None:
         if not self.retention_days:

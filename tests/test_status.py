@@ -2,7 +2,8 @@
 
 import json
 
-from otapub.checkins import CheckinLog, read_checkins
+from otapub.checkins import CheckinLog
+from otapub.checkinstore import Store
 
 
 def log_lines(repo, *entries):
@@ -56,6 +57,8 @@ def test_summary_ignores_version_noise(tmp_path):
     log.append(entry("t1", "AA:BB:CC:DD:EE:FF", "1.2", "update_offered"))
     log.append(entry("t2", "AA:BB:CC:DD:EE:FF", "1.2.0", "update_offered"))  # same version, other spelling
     log.append(entry("t3", "AA:BB:CC:DD:EE:FF", "garbage", "bad_request", status=400))
-    seen = read_checkins(path)["AA:BB:CC:DD:EE:FF"]
+    with Store(tmp_path / "store.sqlite") as store:
+        store.fold(path)
+        seen = store.devices()["AA:BB:CC:DD:EE:FF"]
     assert seen.last_update is None and seen.checks == 3
     assert seen.last_version == "1.2.0" and seen.last_decision == "bad_request"
