@@ -68,7 +68,7 @@ def history(store_path: Path, fleet, days: int) -> tuple[int, float]:
     db.execute(f"""
         INSERT INTO checkins
         WITH RECURSIVE days(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM days WHERE n + 1 < {days})
-        SELECT {day_expr} || 'T' || printf('%02d:%02d:00.000000Z', abs(hash_h) % 24, abs(hash_h) % 60),
+        SELECT {day_expr}, {day_expr} || 'T' || printf('%02d:%02d:00.000000Z', abs(hash_h) % 24, abs(hash_h) % 60),
                mac, CASE WHEN n < switch THEN old ELSE version END,
                version, CASE WHEN n < switch THEN 'update_offered' ELSE 'up_to_date' END, 200,
                '192.0.2.1', NULL
@@ -76,9 +76,10 @@ def history(store_path: Path, fleet, days: int) -> tuple[int, float]:
                               FROM fleet)
     """)
     db.execute("""
-        INSERT INTO daily SELECT substr(time, 1, 10), mac, 1, version FROM checkins ORDER BY 1, 2
+        INSERT INTO daily SELECT day, mac, 1, version FROM checkins ORDER BY 1, 2
     """)
     db.execute("INSERT INTO fleet_days SELECT day, version, count(*) FROM daily GROUP BY day, version")
+    db.execute("INSERT INTO days SELECT DISTINCT day FROM fleet_days")
     db.execute(f"""
         INSERT INTO devices
         SELECT mac, date('{FIRST_DAY}') || 'T00:00:00.000000Z', date('{FIRST_DAY}', '+{days - 1} days') ||

@@ -24,7 +24,7 @@ from typing import Any
 
 from otapub.build import build_site
 from otapub.config import Config
-from otapub.devices import Views, load
+from otapub.devices import Views, checkin_history, load
 from otapub.edit import (
     KEEP,
     DeviceExists,
@@ -51,7 +51,8 @@ _TEXT_FIELDS = ("mac_address", "device_id", "hardware_version", "hardware", "tar
                 "checksum", "release")
 # Read-only fields of a device view: accepted and ignored, so a client may PUT back what it GOT.
 _IGNORED = frozenset({"last_check", "last_update", "last_version", "last_decision", "checks", "sha256", "size",
-                      "pinned_by", "token_scheme", "declared_in"})
+                      "pinned_by", "token_scheme", "declared_in", "first_seen", "last_ip", "last_client",
+                      "versions_first_reported", "checks_per_day"})
 _TARGET_FIELDS = ("release", "target_version", "firmware_url")
 
 StartResponse = Callable[..., Any]
@@ -178,7 +179,7 @@ class AdminApp:
         fleet = self._fleet()
         if mac not in fleet.devices:
             raise _Reply(404, "Device not found")
-        return 200, Views(self.config, fleet).view(fleet.devices[mac])
+        return 200, {**Views(self.config, fleet).view(fleet.devices[mac]), **checkin_history(self.config, mac)}
 
     def _fleet(self) -> Any:
         try:

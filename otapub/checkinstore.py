@@ -59,10 +59,10 @@ CREATE TABLE IF NOT EXISTS sources (
     head TEXT, head_len INTEGER NOT NULL DEFAULT 0, last_time TEXT, folded_ns INTEGER
 );
 CREATE TABLE IF NOT EXISTS checkins (
-    time TEXT, mac TEXT, version TEXT, target TEXT, decision TEXT, status INTEGER, ip TEXT, client TEXT
+    day TEXT, time TEXT, mac TEXT, version TEXT, target TEXT, decision TEXT, status INTEGER, ip TEXT, client TEXT
 );
-CREATE INDEX IF NOT EXISTS checkins_mac_time ON checkins (mac, time);
-CREATE INDEX IF NOT EXISTS checkins_time ON checkins (time);
+CREATE INDEX IF NOT EXISTS checkins_day_mac ON checkins (day, mac);
+CREATE TABLE IF NOT EXISTS days (day TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS devices (
     mac TEXT PRIMARY KEY, first_seen TEXT, last_check TEXT, last_version TEXT, last_target TEXT,
     last_decision TEXT, last_update TEXT, device_id TEXT, hardware TEXT, last_ip TEXT,
@@ -94,6 +94,10 @@ END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
+# The history is indexed by (day, MAC), not (MAC, time): a fold's rows then land at the end of the
+# index instead of on a random page each (100,000 random pages rewritten per fold, at 10 M rows).
+# A MAC's history is read with one index seek per day there is history of.
+_DAYS = "SELECT day FROM days"
 _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
 # One batch's summary of a MAC merged into its row: ?1..?13 the columns (the batch alone), ?14/?15
 # the batch's first authenticated version and its time, ?16 whether any check-in was authenticated.
@@ -358,7 +362,7 @@ class Store:
             when, version, decision = entry.get("time"), entry.get("version"), entry.get("decision")
             target = entry.get("target")
             ip, client = ip_and_client(entry)
-            rows.append((when, mac, version, target, decision, entry.get("status"), ip, client))
+            rows.append((_day(when) or "", when, mac, version, target, decision, entry.get("status"), ip, client))
             m = per_mac.get(mac)
             if m is None:  # the columns of `devices`, then: first version, its time, authenticated?
                 m = per_mac[mac] = [mac, when, when, None, None, None, None, None, None, None, None, 0, 0,
@@ -395,7 +399,8 @@ class Store:
         if not rows:
             return
         db = self.db
-        db.executemany("INSERT INTO checkins VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO checkins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT OR IGNORE INTO days VALUES (?)", [(day,) for day in {row[0] for row in rows}])
         db.executemany(_UPSERT_DEVICE, per_mac.values())
         db.executemany("INSERT OR IGNORE INTO versions VALUES (?, ?, ?)",
                        [(mac, version, when) for (mac, version), when in versions.items()])
@@ -416,7 +421,8 @@ class Store:
         if done is not None and done[0] == today:
             return  # once a day is enough
         cutoff = (datetime.now(timezone.utc) - timedelta(days=self.retention_days)).strftime("%Y-%m-%d")
-        self.db.execute("DELETE FROM checkins WHERE time < ?", (cutoff,))
+        self.db.execute("DELETE FROM checkins WHERE day < ?", (cutoff,))
+        self.db.execute("DELETE FROM days WHERE day < ?", (cutoff,))
         self.db.execute("DELETE FROM daily WHERE day < ?", (cutoff,))
         self.db.execute("DELETE FROM fleet_days WHERE day < ?", (cutoff,))
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('retention_day', ?)", (today,))
@@ -429,14 +435,17 @@ class Store:
         return {row[0]: Seen(*row) for row in self.db.execute(query)}
 
     def history(self, mac: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The latest check-ins of one MAC, newest first."""
-        cursor = self.db.execute("SELECT time, version, target, decision, status, ip, client FROM checkins "
-                                 "WHERE mac = ? ORDER BY time DESC LIMIT ?", (mac, limit))
+        """The latest check-ins of one MAC, newest first (one index seek per day of history)."""
+        cursor = self.db.execute(
+            "SELECT c.time, c.version, c.target, c.decision, c.status, c.ip, c.client "
+            f"FROM ({_DAYS}) AS d JOIN checkins AS c ON c.day = d.day AND c.mac = ? "
+            "ORDER BY c.day DESC, c.time DESC LIMIT ?", (mac, limit))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
 
     def checks_per_day(self, mac: str) -> dict[str, int]:
-        return dict(self.db.execute("SELECT day, checks FROM daily WHERE mac = ? ORDER BY day", (mac,)))
+        return dict(self.db.execute(f"SELECT d.day, c.checks FROM ({_DAYS}) AS d JOIN daily AS c "
+                                    "ON c.day = d.day AND c.mac = ? ORDER BY d.day", (mac,)))
 
     def first_reported(self, mac: str) -> dict[str, str]:
         """When the MAC first reported each version."""

@@ -354,14 +354,14 @@ def device_list(ctx: Context, as_json: bool) -> None:
 @handle_errors
 def device_get(ctx: Context, mac: str, show_token: bool, as_json: bool) -> None:
     """Everything known about one device."""
-    from otapub.devices import Views, device_token, load
+    from otapub.devices import Views, checkin_history, device_token, load
     from otapub.edit import DeviceNotFound, parse_mac
 
     mac = parse_mac(mac)
     fleet = load(ctx.config)
     if mac not in fleet.devices:
         raise DeviceNotFound(f"no device {mac} in the fleet")
-    view = Views(ctx.config, fleet).view(fleet.devices[mac])
+    view = {**Views(ctx.config, fleet).view(fleet.devices[mac]), **checkin_history(ctx.config, mac)}
     if show_token:
         view["token"] = device_token(ctx.config, fleet.devices[mac])
     if as_json:

@@ -92,10 +92,21 @@ class Views:
             "last_version": seen.last_version if seen else None,
             "last_decision": seen.last_decision if seen else None,
             "checks": seen.checks if seen else 0,
+            "first_seen": seen.first_seen if seen else None,
+            "last_ip": seen.last_ip if seen else None,
+            "last_client": seen.last_client if seen else None,
         }
 
     def all(self) -> dict[str, dict[str, Any]]:
         return {mac: self.view(self.fleet.devices[mac]) for mac in sorted(self.fleet.devices)}
+
+
+def checkin_history(config: Config, mac: str, days: int = 14) -> dict[str, Any]:
+    """When the device first reported each version, and its checks on each of its last ``days`` days."""
+    with folded(config) as store:
+        per_day = store.checks_per_day(mac)
+        return {"versions_first_reported": store.first_reported(mac),
+                "checks_per_day": dict(list(per_day.items())[-days:])}
 
 
 def device_token(config: Config, device: Device) -> str:
