@@ -188,7 +188,9 @@ def status(ctx: Context, logs: tuple[Path, ...], as_json: bool) -> None:
 
     rows = fleet_status(ctx.config, logs)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        import orjson  # json.dumps with indent runs in pure Python: seconds for 100,000 rows
+
+        click.echo(orjson.dumps([r.to_dict() for r in rows], option=orjson.OPT_INDENT_2).decode())
         return
     echo_table(("MAC", "DEVICE ID", "TARGET", "REPORTED", "STATE", "LAST CHECK", "LAST UPDATE"),
                [(r.mac, r.device_id, r.target, r.last_version, r.state, r.last_check, r.last_update) for r in rows])
