@@ -38,7 +38,7 @@ from typing import Any
 from otapub import checkins
 from otapub.checkins import Seen, ip_and_client
 from otapub.errors import OtapubError
-from otapub.identity import normalize_mac
+from otapub.mac import normalize_mac
 from otapub.versions import parse_version
 
 try:  # four times as fast as the json module: parsing is most of a fold

@@ -562,7 +562,7 @@ def keygen(ctx: Context, out: Path | None) -> None:
 def verify(answer: Any, keys_file: Any, public_keys: tuple[str, ...], mac: str | None, min_version: int | None,
            min_secure_version: int | None, now: str | None) -> None:
     """Check a signed ANSWER file as a device does: signature, MAC, expiry and version ('-': stdin)."""
-    from otapub.identity import normalize_mac
+    from otapub.mac import normalize_mac
     from otapub.signing import SigningError, key_id, load_keys_document, parse_public_key, verify_answer
 
     keys: dict[str, bytes] = {}

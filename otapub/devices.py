@@ -22,8 +22,8 @@ from otapub.edit import digest_cache
 from otapub.errors import OtapubError
 from otapub.firmware import Digests, firmware_url
 from otapub.fleet import load_fleet
-from otapub.identity import mac12, normalize_mac
 from otapub.inspection import ImageCache, inspect_releases, release_chips
+from otapub.mac import mac12, normalize_mac
 from otapub.model import Device, Fleet, Release
 from otapub.targets import Explanation, explain, resolve_targets
 from otapub.tokens import DeviceTokens, get_scheme, scheme_of

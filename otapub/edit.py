@@ -29,7 +29,7 @@ from otapub.errors import OtapubError
 from otapub.firmware import DigestCache, Digests, digest_file
 from otapub.fleet import load_fleet, load_fleet_texts
 from otapub.fsutil import TMP_MARK, atomic_write, exclusive_lock
-from otapub.identity import mac12, normalize_mac
+from otapub.mac import mac12, normalize_mac
 from otapub.model import Device, Fleet
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version

@@ -14,8 +14,8 @@ from typing import Any
 
 from otapub.chips import CHIPS, known_chip
 from otapub.errors import Problem, ValidationError
-from otapub.identity import mac12 as to_mac12
 from otapub.located import Map, Pos, Seq
+from otapub.mac import mac12 as to_mac12
 from otapub.model import (DEFAULT_CHANNEL, AdvanceGate, Channel, Device, Fleet, Group, HaltGate, Release, Rollout,
                           Stage)
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank

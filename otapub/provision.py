@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.fleet import load_fleet
-from otapub.identity import mac12 as to_mac12
-from otapub.identity import normalize_mac
+from otapub.mac import mac12 as to_mac12
+from otapub.mac import normalize_mac
 from otapub.tokens import device_key, hmac_token_from_key, scheme_of
 
 SCHEME = "hmac-sha256"

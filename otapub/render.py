@@ -131,7 +131,8 @@ def render(config: Config, checked: Checked, require_secret: bool = True, signin
             else (None, False)
         encode = encodes.get(kind)
         if encode is None:
-            fields = dict(fields_by_release[release.name]) if release is not None else {"release": None}
+            fields: dict[str, Any] = dict(fields_by_release[release.name]) if release is not None \
+                else {"release": None}
             if kind[1]:
                 fields["allow_downgrade"] = True
             encoders[kind] = AnswerEncoder(fields)

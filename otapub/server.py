@@ -22,6 +22,7 @@ from gunicorn.app.base import BaseApplication
 
 from otapub.config import Config
 from otapub.errors import OtapubError
+from otapub.record import RECORD
 from otapub.shim import Shim
 from otapub.static_files import StartResponse
 
@@ -108,7 +109,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None, work
     port = port or config.server_port
     check_listen(host, port)
     site = config.path("site_dir")
-    if not (site / "build.json").is_file():
+    if not (site / RECORD).is_file():
         log.warning("%s holds no built site yet: run `otapub build`; serving 401/404 until then", site)
     cores = os.cpu_count() or 1
     if server == "gunicorn":

@@ -20,7 +20,8 @@ from urllib.parse import unquote_plus
 
 from otapub import checkins
 from otapub.checkins import CheckinLog, utc_now
-from otapub.identity import mac12 as to_mac12
+from otapub.mac import mac12 as to_mac12
+from otapub.record import RECORD
 from otapub.static_files import JSON, STATUS, StartResponse, json_response, serve_file
 from otapub.tokens import canonical_token
 from otapub.versions import parse_version
@@ -206,7 +207,7 @@ class Shim:
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
 
     def status(self, start_response: StartResponse) -> Iterable[bytes]:
-        record = self._read("build.json")
+        record = self._read(RECORD)
         site: Any = None
         if record is not None:
             try:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from otapub.identity import mac12  # noqa: E402
+from otapub.mac import mac12  # noqa: E402
 from otapub.tokens import SCHEMES, canonical_token  # noqa: E402
 
 OUTPUT = ROOT / "tests" / "vectors" / "tokens.json"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otapub.identity import mac12, normalize_mac
+from otapub.mac import mac12, normalize_mac
 from otapub.tokens import SCHEMES, canonical_token, device_token, djb2_0, djb2_0_wire, djb2_5381
 from otapub.versions import is_newer, parse_version
 

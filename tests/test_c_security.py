@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from otapub.build import build_site
-from otapub.identity import mac12
+from otapub.mac import mac12
 from otapub.signing import generate_key
 from otapub.tokens import device_key, hmac_sha256, hmac_token_from_key
 from tests.conftest import Repo, populate_example

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from otapub.identity import mac12
+from otapub.mac import mac12
 from otapub.tokens import SCHEMES, canonical_token, device_token
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from otapub.identity import mac12
+from otapub.mac import mac12
 from otapub.tokens import SCHEMES, canonical_token
 from otapub.versions import is_newer, parse_version
 

@@ -1,5 +1,5 @@
 // The device protocol's pure parts, ported from the Python shim (otapub/shim.py, tokens.py,
-// identity.py, versions.py) so that the Worker answers byte for byte what gunicorn answers.
+// mac.py, versions.py) so that the Worker answers byte for byte what gunicorn answers.
 // No platform API here: the Worker and the node tests import the same file, and the shared
 // vectors in tests/vectors/*.json are checked against it (test/vectors.test.mjs).
 
@@ -35,7 +35,7 @@ export function djb2(mac12, secret, seed) {
   return value;
 }
 
-// -- MAC addresses (otapub/identity.py) ----------------------------------------------------------
+// -- MAC addresses (otapub/mac.py) ---------------------------------------------------------------
 const MAC_SPELLINGS = new RegExp(
   "^(?:(?:[0-9A-Fa-f]{2}([:\\-])(?:[0-9A-Fa-f]{2}\\1){4}[0-9A-Fa-f]{2})"
   + "|(?:[0-9A-Fa-f]{4}\\.[0-9A-Fa-f]{4}\\.[0-9A-Fa-f]{4})"
