@@ -164,7 +164,7 @@ class RolloutStatus:
 
     name: str
     release: str
-    state: str  # "paused", "halted: <why>", "scheduled", "stage N of M"
+    state: str  # rollout_state(): "halted (why)", "paused", "scheduled", "stage N of M"
     stage: int | None  # 0-based index of the open stage
     audience: int
     stages: list[StageCount]

@@ -126,7 +126,7 @@ def test_a_good_release_advances_stage_by_stage_and_never_halts(fleet):
     codes = [code for _, code, _ in decisions]
     assert HALT_EXIT not in codes and codes.count(ADVANCE_EXIT) == 2
     text = (fleet.root / "fleet/rollouts.yaml").read_text()
-    assert text.count('not_before: "2026-12-') == 2 and '{percent: 20, not_before: "2026-12-02T23:59:00Z"}' in text
+    assert text.count('not_before: "2026-12-') == 2 and not any(s["passed"] for s in decisions[-1][2]) and '{percent: 20, not_before: "2026-12-02T23:59:00Z"}' in text
     assert sum(v == "1.1.0" for v in reported.values()) == DEVICES
     last = decisions[-1][2]
     assert all(s["open"] for s in last) and sum(s["updated"] for s in last) == DEVICES
@@ -195,3 +195,13 @@ def test_a_stage_without_a_time_needs_the_advance_gate(fleet):
         """)
     result = fleet.cli("check")
     assert result.exit_code != 0 and "stages[1].not_before" in result.output
+
+
+def test_plan_json_shows_the_gates_and_the_waiting_stage(fleet):
+    for args in (("init", "-q"), ("add", "-A"), ("commit", "-qm", "fleet")):
+        fleet.git(*args)
+    result = fleet.cli("plan", "--format", "json", "--now", "2026-12-01T12:00:00Z")
+    assert result.exit_code == 0, result.output
+    [rollout] = json.loads(result.output)["rollouts"]
+    assert rollout["waiting_stage"] == 2 and "advance after 90%" in rollout["gates"]
+    assert rollout["state"] == "stage 1 of 3, stage 2 waits for the advance gate"
