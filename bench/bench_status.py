@@ -60,23 +60,23 @@ def history(store_path: Path, fleet, days: int) -> tuple[int, float]:
         db.execute(f"DROP {kind} {name}")
     db.execute("BEGIN")
     versions = {r["name"]: r["version"] for r in fleet.releases}
-    db.execute("CREATE TEMP TABLE fleet (mac TEXT, version TEXT, old TEXT, switch INTEGER)")
-    db.executemany("INSERT INTO fleet VALUES (?, ?, ?, ?)",
-                   ((d["mac"], versions[d["release"]], "0.9.0", i % days)
+    db.execute("CREATE TEMP TABLE fleet (mac TEXT PRIMARY KEY, version TEXT, old TEXT, switch INTEGER, at TEXT)")
+    db.executemany("INSERT INTO fleet VALUES (?, ?, ?, ?, ?)",  # `at`: the device's time of day, fixed
+                   ((d["mac"], versions[d["release"]], "0.9.0", i % days, f"T{i % 24:02d}:{i % 60:02d}:00.000000Z")
                     for i, d in ((i, fleet.device(i)) for i in range(fleet.devices))))
-    day_expr = f"date('{FIRST_DAY}', '+' || n || ' days')"
+    # Days computed once each; devices in MAC order, so rows come in (day, MAC) order and the
+    # (day, MAC) index and the per-day table are built from sorted input.
     db.execute(f"""
         INSERT INTO checkins
-        WITH RECURSIVE days(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM days WHERE n + 1 < {days})
-        SELECT {day_expr}, {day_expr} || 'T' || printf('%02d:%02d:00.000000Z', abs(hash_h) % 24, abs(hash_h) % 60),
-               mac, CASE WHEN n < switch THEN old ELSE version END,
-               version, CASE WHEN n < switch THEN 'update_offered' ELSE 'up_to_date' END, 200,
-               '192.0.2.1', NULL
-        FROM days CROSS JOIN (SELECT *, unicode(substr(mac, 16)) * 7 + unicode(substr(mac, 13)) AS hash_h
-                              FROM fleet)
+        WITH RECURSIVE days(n, day) AS (SELECT 0, date('{FIRST_DAY}') UNION ALL
+                                        SELECT n + 1, date('{FIRST_DAY}', '+' || (n + 1) || ' days') FROM days
+                                        WHERE n + 1 < {days})
+        SELECT day, day || at, mac, CASE WHEN n < switch THEN old ELSE version END,
+               version, CASE WHEN n < switch THEN 'update_offered' ELSE 'up_to_date' END, 200, '192.0.2.1', NULL
+        FROM days CROSS JOIN fleet ORDER BY n, mac
     """)
     db.execute("""
-        INSERT INTO daily SELECT day, mac, 1, version FROM checkins ORDER BY 1, 2
+        INSERT INTO daily SELECT day, mac, 1, version FROM checkins ORDER BY rowid  -- already (day, MAC)
     """)
     db.execute("INSERT INTO fleet_days SELECT day, version, count(*) FROM daily GROUP BY day, version")
     db.execute("INSERT INTO days SELECT DISTINCT day FROM fleet_days")
