@@ -11,17 +11,20 @@ Bad input always gets a 4xx JSON ``{"error": …}``, never a 5xx.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
 import re
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from otapub.build import build_site
 from otapub.config import Config
-from otapub.devices import Views, load
+from otapub.devices import Views, checkin_history, load
 from otapub.edit import (
     KEEP,
     DeviceExists,
@@ -48,10 +51,12 @@ _TEXT_FIELDS = ("mac_address", "device_id", "hardware_version", "hardware", "tar
                 "checksum", "release")
 # Read-only fields of a device view: accepted and ignored, so a client may PUT back what it GOT.
 _IGNORED = frozenset({"last_check", "last_update", "last_version", "last_decision", "checks", "sha256", "size",
-                      "pinned_by", "token_scheme", "clients", "declared_in"})
+                      "pinned_by", "token_scheme", "clients", "declared_in", "first_seen", "last_ip",
+                      "last_client", "versions_first_reported", "checks_per_day"})
 _TARGET_FIELDS = ("release", "target_version", "firmware_url")
 
 StartResponse = Callable[..., Any]
+DASHBOARD_SECONDS = 60  # the served dashboard is at most this old
 
 
 class _Reply(Exception):
@@ -70,8 +75,12 @@ class AdminApp:
         config.refuse_placeholders(["admin_api_key"])
         self._key = key.encode("utf-8") if key is not None else None
         self.rebuild = rebuild
+        self._page: tuple[float, bytes | None] = (0.0, None)
+        self._page_lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        if (environ.get("PATH_INFO") or "/") in ("/admin/dashboard", "/admin/dashboard/"):
+            return self.dashboard(environ, start_response)
         extra: list[tuple[str, str]] = []
         try:
             status, body = self._handle(environ, extra)
@@ -110,6 +119,58 @@ class AdminApp:
             raise _Reply(405, "Method not allowed")
         return handler(environ, *args)
 
+    # -- the dashboard page ----------------------------------------------------------------
+    def _browser_key_ok(self, environ: dict) -> bool:
+        """The admin key from X-Admin-API-Key, or as the password of HTTP Basic (a browser's only way)."""
+        offered = environ.get("HTTP_X_ADMIN_API_KEY", "").encode("latin-1", "replace")
+        basic = environ.get("HTTP_AUTHORIZATION", "")
+        if not offered and basic[:6].lower() == "basic ":
+            try:
+                offered = base64.b64decode(basic[6:].strip(), validate=True).partition(b":")[2]
+            except ValueError:
+                offered = b""
+        return self._key is not None and hmac.compare_digest(offered, self._key)
+
+    def _dashboard_page(self) -> bytes:
+        """The page, computed at most once per DASHBOARD_SECONDS (100,000 devices take seconds)."""
+        from otapub.dashboard import dashboard_data, render_page
+
+        with self._page_lock:
+            made, page = self._page
+            if page is None or time.monotonic() - made > DASHBOARD_SECONDS:
+                page = render_page(dashboard_data(self.config)).encode("utf-8")
+                self._page = (time.monotonic(), page)
+            return page
+
+    def dashboard(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        """GET /admin/dashboard: the fleet dashboard page (otapub.dashboard), admin key required."""
+        headers = [("Cache-Control", "no-store"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+                   ("X-Content-Type-Options", "nosniff")]
+        if self._key is None:
+            status, body, kind = 404, b'{"error": "Not found"}\n', "application/json"
+        elif not self._browser_key_ok(environ):
+            status, body, kind = 401, b'{"error": "Unauthorized: the admin key is required"}\n', "application/json"
+            headers.append(("WWW-Authenticate", 'Basic realm="otapub admin", charset="UTF-8"'))
+        elif environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            status, body, kind = 405, b'{"error": "Method not allowed"}\n', "application/json"
+            headers.append(("Allow", "GET, HEAD"))
+        else:
+            try:
+                status, kind = 200, "text/html; charset=utf-8"
+                body = self._dashboard_page()
+                headers.append(("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
+                                "style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"))
+            except ValidationError as exc:
+                status, kind = 400, "application/json"
+                body = json.dumps({"error": "the fleet YAML does not validate",
+                                   "problems": [str(p) for p in exc.problems]}).encode() + b"\n"
+            except Exception:  # a bug, not a user mistake: log it, keep serving
+                log.exception("admin dashboard: internal error")
+                status, body, kind = 500, b'{"error": "Internal server error"}\n', "application/json"
+        headers += [("Content-Type", kind), ("Content-Length", str(len(body)))]
+        start_response(_STATUS[status], headers)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
     # -- reads ---------------------------------------------------------------------------
     def list(self, environ: dict) -> tuple[int, Any]:
         return 200, Views(self.config, self._fleet()).all()
@@ -118,7 +179,7 @@ class AdminApp:
         fleet = self._fleet()
         if mac not in fleet.devices:
             raise _Reply(404, "Device not found")
-        return 200, Views(self.config, fleet).view(fleet.devices[mac])
+        return 200, {**Views(self.config, fleet).view(fleet.devices[mac]), **checkin_history(self.config, mac)}
 
     def _fleet(self) -> Any:
         try:

@@ -1,23 +1,24 @@
 """The check-in log: one JSON line per device request, appended, never rewritten.
 
-Runtime state does not belong in git (design.md §3): the shim appends here and ``otapub
-status`` / the admin API read it. Each line is written with a single ``write`` on an
+Runtime state does not belong in git (design.md §3): the shim appends here; the check-in
+store (otapub.checkinstore) folds it for ``otapub status``, ``health``, the dashboard and the
+admin API. Each line is written with a single ``write`` on an
 ``O_APPEND`` descriptor, so several worker processes can share one file without locks and
 without interleaving lines.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from otapub.versions import parse_version
 
 log = logging.getLogger(__name__)
 
@@ -40,49 +41,101 @@ def utc_now() -> str:
 
 
 class CheckinLog:
-    """Appends check-ins to a file; opened lazily once per process."""
+    """Appends check-ins to a file; opened lazily once per process.
 
-    def __init__(self, path: Path | None):
+    The log can be moved away at any time (logrotate's ``create``, or the shim's own rotation
+    below): at most once a second each process compares the file it writes with the one at
+    ``path`` and reopens when they differ, and a SIGHUP to ``otapub serve`` respawns the
+    workers, which open it anew. Lines written to the moved file meanwhile are not lost: the
+    check-in store follows a moved log by its inode (otapub.checkinstore).
+
+    With ``max_bytes`` or ``daily`` the shim rotates by itself: the process whose line would
+    cross the size (or the first to write on a new UTC day) renames the log to
+    ``<log>.<UTC time>`` under an exclusive lock on it, so several workers rotate it once.
+    """
+
+    CHECK_SECONDS = 1.0
+
+    def __init__(self, path: Path | None, max_bytes: int = 0, daily: bool = False):
         self.path = path
+        self.max_bytes = max_bytes
+        self.daily = daily
         self._fd: int | None = None
         self._pid: int | None = None
+        self._ino: int | None = None
+        self._size = 0
+        self._day = 0  # UTC day number the open file was started on
+        self._next_check = 0.0
 
     def append(self, entry: dict[str, Any]) -> None:
         if self.path is None:
             return
         line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         try:
-            if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                self._pid = os.getpid()
+            now = time.monotonic()
+            if self._fd is None or self._pid != os.getpid() or now >= self._next_check:
+                self._follow()
+                self._next_check = now + self.CHECK_SECONDS
+            if (self.max_bytes and self._size + len(line) > self.max_bytes and self._size) or (
+                    self.daily and self._size and _today() != self._day):
+                try:
+                    self._rotate()
+                except OSError as exc:  # the line still goes to the current file
+                    log.error("cannot rotate check-in log %s: %s", self.path, exc.strerror)
             os.write(self._fd, line)
+            self._size += len(line)
         except OSError as exc:  # never fail a device request because the log is unwritable
             log.error("cannot append to check-in log %s: %s", self.path, exc.strerror)
 
+    def reopen(self) -> None:
+        """Write to the file at ``path`` from the next line on (after it was moved away)."""
+        self._next_check = 0.0
 
-def iter_checkins(path: Path) -> Iterator[dict[str, Any]]:
-    """Entries of a check-in log, oldest first; unreadable lines are skipped with a warning."""
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with handle:
-        for number, raw in enumerate(handle, 1):
+    def _follow(self) -> None:
+        """(Re)open the file at ``path`` when this process has none or another one."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if self._fd is not None and self._pid == os.getpid() and st is not None and st.st_ino == self._ino:
+            self._size = st.st_size  # other workers write too
+            return
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None  # a forked worker opens its own (its inherited descriptor stays the parent's)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._pid = os.getpid()
+        opened = os.fstat(self._fd)
+        self._ino, self._size = opened.st_ino, opened.st_size
+        self._day = int(opened.st_mtime // 86400) if opened.st_size else _today()
+
+    def _rotate(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # the lock is on the file: one worker moves it
+        try:
             try:
-                entry = json.loads(raw)
-            except ValueError:
-                log.warning("%s:%d: skipping a line that is not JSON", path, number)
-                continue
-            if isinstance(entry, dict):
-                yield entry
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == self._ino:
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                os.rename(self.path, f"{self.path}.{stamp}")
+                log.info("check-in log moved to %s.%s", self.path, stamp)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._follow()
+
+
+def _today() -> int:
+    return int(time.time() // 86400)
 
 
 @dataclass
 class Seen:
-    """What the log tells about one MAC."""
+    """What the check-ins tell about one MAC (a row of the store's ``devices`` table)."""
 
     mac: str
+    first_seen: str | None = None
     last_check: str | None = None
     last_version: str | None = None
     last_target: str | None = None
@@ -90,6 +143,8 @@ class Seen:
     last_update: str | None = None  # when its reported version last went up
     device_id: str | None = None
     hardware: str | None = None
+    last_ip: str | None = None
+    last_client: str | None = None  # which protocol asked (seed, httpupdate, ...), when logged
     checks: int = 0
     auth_failures: int = 0
 
@@ -97,40 +152,19 @@ class Seen:
         return dict(self.__dict__)
 
 
-def summarize(entries: Iterator[dict[str, Any]]) -> dict[str, Seen]:
-    """Fold check-ins into the latest state per MAC."""
-    seen: dict[str, Seen] = {}
-    for entry in entries:
-        mac = entry.get("mac")
-        if not isinstance(mac, str):
-            continue
-        item = seen.get(mac) or seen.setdefault(mac, Seen(mac))
-        item.checks += 1
-        item.last_check = entry.get("time")
-        decision = entry.get("decision")
-        if decision in (AUTH_FAILED, BAD_REQUEST):  # what an unauthenticated request claims is not news
-            item.auth_failures += decision == AUTH_FAILED
-            item.last_decision = decision
-            continue
-        version = entry.get("version")
-        if isinstance(version, str):
-            if item.last_version is not None and _newer(version, item.last_version):
-                item.last_update = entry.get("time")
-            item.last_version = version
-        item.last_target = entry.get("target")
-        item.last_decision = entry.get("decision")
-        item.device_id = entry.get("device_id") or item.device_id
-        item.hardware = entry.get("hardware") or item.hardware
-    return seen
+def ip_and_client(entry: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The requester's address and the protocol that asked.
+
+    The shim logged the address as ``client`` before check-ins recorded the protocol; a
+    ``client`` that parses as an IP address is read as the address, anything else as the
+    protocol (an explicit ``ip`` wins).
+    """
+    ip, client = entry.get("ip"), entry.get("client")
+    if isinstance(client, str) and ip is None and _is_ip(client):
+        ip, client = client, entry.get("protocol")
+    return (ip if isinstance(ip, str) else None), (client if isinstance(client, str) else None)
 
 
-def _newer(a: str, b: str) -> bool:
-    try:
-        return parse_version(a) > parse_version(b)
-    except ValueError:
-        return False
-
-
-def read_checkins(path: Path | None) -> dict[str, Seen]:
-    """Latest state per MAC from a check-in log (empty when there is none)."""
-    return summarize(iter_checkins(path)) if path is not None else {}
+def _is_ip(text: str) -> bool:
+    # Cheap on purpose (runs per logged line): protocol names are words, addresses are not.
+    return text[:1].isdigit() or ":" in text

@@ -53,6 +53,12 @@ FIELDS: tuple[Field, ...] = (
     Field("base_url", "url", None, "absolute URL the site is served from"),
     Field("token_scheme", "scheme", DEFAULT_SCHEME, "default device token scheme"),
     Field("checkin_log", "path", "state/checkins.jsonl", "append-only check-in log of the shim"),
+    Field("checkin_log_max_bytes", "int", 0, "the shim moves its check-in log to <log>.<time> when it reaches "
+          "this size (0: never)"),
+    Field("checkin_log_daily", "bool", False, "the shim moves its check-in log to <log>.<time> at the first "
+          "check-in of each UTC day"),
+    Field("checkin_db", "path", "state/checkins.sqlite", "the check-in store (SQLite) the log is folded into"),
+    Field("checkin_retention_days", "int", 400, "check-in history kept in the store (0: forever)"),
     Field("default_device_file", "path", "fleet/devices.yaml", "where `otapub device add` puts new devices"),
     Field("admin_git_commit", "bool", False, "commit each admin API change to git"),
     Field("firmware_grace_seconds", "int", 3600, "keep unreferenced firmware this long (and one build)"),

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from otapub import checkins as checkin_log
-from otapub.checkins import Seen, read_checkins
+from otapub.checkins import Seen
+from otapub.checkinstore import folded
 from otapub.config import Config
 from otapub.edit import digest_cache
 from otapub.errors import OtapubError
@@ -35,15 +36,9 @@ def load(config: Config) -> Fleet:
 
 
 def checkins(config: Config) -> dict[str, Seen]:
-    """Last check-in per MAC; keys normalised so any logged spelling matches."""
-    path = config.path("checkin_log") if config.checkin_log else None
-    seen: dict[str, Seen] = {}
-    for mac, item in read_checkins(path).items():
-        try:
-            seen[normalize_mac(mac)] = item
-        except ValueError:
-            continue
-    return seen
+    """Last check-in per MAC (normalised), from the check-in store with the log folded in."""
+    with folded(config) as store:
+        return store.devices()
 
 
 class Views:
@@ -98,10 +93,21 @@ class Views:
             "last_version": seen.last_version if seen else None,
             "last_decision": seen.last_decision if seen else None,
             "checks": seen.checks if seen else 0,
+            "first_seen": seen.first_seen if seen else None,
+            "last_ip": seen.last_ip if seen else None,
+            "last_client": seen.last_client if seen else None,
         }
 
     def all(self) -> dict[str, dict[str, Any]]:
         return {mac: self.view(self.fleet.devices[mac]) for mac in sorted(self.fleet.devices)}
+
+
+def checkin_history(config: Config, mac: str, days: int = 14) -> dict[str, Any]:
+    """When the device first reported each version, and its checks on each of its last ``days`` days."""
+    with folded(config) as store:
+        per_day = store.checks_per_day(mac)
+        return {"versions_first_reported": store.first_reported(mac),
+                "checks_per_day": dict(list(per_day.items())[-days:])}
 
 
 def device_token(config: Config, device: Device) -> str:
@@ -188,11 +194,20 @@ class DeviceStatus:
         return dict(self.__dict__)
 
 
-def fleet_status(config: Config, log_path: Path | None = None, now: datetime | None = None) -> list[DeviceStatus]:
-    """One row per fleet device, then devices that checked in but are not in the fleet."""
-    fleet = load_fleet(config.path("fleet_dir"), config.root)
+def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None,
+                 fleet: Fleet | None = None, seen: dict[str, Seen] | None = None) -> list[DeviceStatus]:
+    """One row per fleet device, then devices that checked in but are not in the fleet.
+
+    The shim's log and ``extra_logs`` (e.g. the Worker's, converted) are folded into the
+    check-in store first; only lines added since the last fold are read. ``fleet`` and
+    ``seen`` (the store's devices, read by the caller) save loading them again.
+    """
+    fleet = fleet or load_fleet(config.path("fleet_dir"), config.root)
     targets = resolve_targets(fleet, now or datetime.now(timezone.utc))
-    seen = checkin_log.read_checkins(log_path or config.path("checkin_log"))
+    if seen is None:
+        with folded(config, extra_logs) as store:
+            seen = store.devices()
+    seen = dict(seen)  # rows take their entries out
     rows = []
     for mac, device in sorted(fleet.devices.items()):
         release = targets.get(mac)

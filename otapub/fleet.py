@@ -17,7 +17,8 @@ from otapub.clients import CLIENTS
 from otapub.errors import Problem, ValidationError
 from otapub.located import Map, Pos, Seq
 from otapub.mac import mac12 as to_mac12
-from otapub.model import DEFAULT_CHANNEL, Channel, Device, Fleet, Group, Release, Rollout, Stage
+from otapub.model import (DEFAULT_CHANNEL, AdvanceGate, Channel, Device, Fleet, Group, HaltGate, Release, Rollout,
+                          Stage)
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
@@ -32,7 +33,9 @@ CLIENT_KEYS = ("client", "firmware_type")
 DEVICE_KEYS = ("device_id", "hardware", "release", "target_version", "token_scheme", "channel", "chip",
                "allow_downgrade", "allow_secure_version_rollback", *CLIENT_KEYS)
 GROUP_KEYS = ("members", *SELECTOR_FIELDS, *CLIENT_KEYS)
-ROLLOUT_KEYS = ("release", "to", "stages", "paused", "priority")
+ROLLOUT_KEYS = ("release", "to", "stages", "paused", "priority", "halt_if", "advance_after", "halted")
+HALT_KEYS = ("failed_percent", "min_devices", "grace_hours", "silent_hours")
+ADVANCE_KEYS = ("updated_percent",)
 STAGE_KEYS = ("percent", "not_before")
 VERSION_SOURCES = ("image", "declared")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
@@ -391,7 +394,7 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_stages(value: Any, pos: Pos, field: str, out: _Collector) -> tuple[Stage, ...]:
+def _parse_stages(value: Any, pos: Pos, field: str, out: _Collector, gated: bool = False) -> tuple[Stage, ...]:
     if not isinstance(value, Seq) or not value:
         out.add(pos, field, f"expected a list of stages such as `- {{percent: 5}}`, found {value!r}")
         return ()
@@ -419,7 +422,7 @@ def _parse_stages(value: Any, pos: Pos, field: str, out: _Collector) -> tuple[St
             if percent <= previous.percent:
                 out.add(item.where("percent"), f"{name}.percent",
                         f"percentages must increase (they are cumulative): {percent} after {previous.percent}")
-            if "not_before" not in item:
+            if "not_before" not in item and not gated:  # gated: it waits for `otapub health --write`
                 out.add(item.pos, f"{name}.not_before",
                         f"stage {index + 1} has no start time, so it would open together with stage {index}: "
                         "give it `not_before:` (UTC)")
@@ -459,8 +462,21 @@ def _parse_rollout(name: str, entry: Any, pos: Pos, out: _Collector) -> Rollout 
     else:
         out.add(entry.where("to"), f"{field}.to",
                 f"expected `all`, or a mapping with `groups:` and/or `channels:`, found {to!r}")
+    if "advance_after" in entry:
+        rollout.advance_after = _parse_advance(entry["advance_after"], entry.where("advance_after"),
+                                               f"{field}.advance_after", out)
+    if "halt_if" in entry:
+        rollout.halt_if = _parse_halt(entry["halt_if"], entry.where("halt_if"), f"{field}.halt_if", out)
+    if "halted" in entry:
+        halted = entry["halted"]
+        if halted is True or (isinstance(halted, str) and halted.strip()):
+            rollout.halted = "halted" if halted is True else halted.strip()
+        elif halted is not False:
+            out.add(entry.where("halted"), f"{field}.halted",
+                    f"expected why it was halted (text) or true, found {halted!r}")
     if "stages" in entry:
-        rollout.stages = _parse_stages(entry["stages"], entry.where("stages"), f"{field}.stages", out)
+        rollout.stages = _parse_stages(entry["stages"], entry.where("stages"), f"{field}.stages", out,
+                                       gated=rollout.advance_after is not None)
     else:
         rollout.stages = (Stage(percent=100, not_before=None, pos=entry.pos),)
     if "paused" in entry:
@@ -472,6 +488,44 @@ def _parse_rollout(name: str, entry: Any, pos: Pos, out: _Collector) -> Rollout 
         else:
             rollout.priority = priority
     return rollout
+
+
+def _gate_number(gate: Map, key: str, field: str, out: _Collector, low: float, high: float | None,
+                 whole: bool = False) -> Any:
+    value = gate[key]
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < low or (
+            high is not None and value > high):
+        span = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
+        out.add(gate.where(key), f"{field}.{key}",
+                f"expected {'a whole number' if whole else 'a number'} {span}, found {value!r}")
+        return None
+    return value
+
+
+def _parse_halt(value: Any, pos: Pos, field: str, out: _Collector) -> HaltGate | None:
+    if not isinstance(value, Map) or "failed_percent" not in value:
+        out.add(pos, field, f"expected a mapping such as `{{failed_percent: 5, min_devices: 20}}`, found {value!r}")
+        return None
+    _check_keys(value, HALT_KEYS, "halt_if", out)
+    limits = {"failed_percent": (0, 100, False), "min_devices": (1, None, True), "grace_hours": (0, None, False),
+              "silent_hours": (0, None, False)}
+    found = {}
+    for key in HALT_KEYS:
+        if key in value:
+            number = _gate_number(value, key, field, out, *limits[key])
+            if number is None:
+                return None
+            found[key] = number
+    return HaltGate(**found)
+
+
+def _parse_advance(value: Any, pos: Pos, field: str, out: _Collector) -> AdvanceGate | None:
+    if not isinstance(value, Map) or "updated_percent" not in value:
+        out.add(pos, field, f"expected a mapping such as `{{updated_percent: 95}}`, found {value!r}")
+        return None
+    _check_keys(value, ADVANCE_KEYS, "advance_after", out)
+    number = _gate_number(value, "updated_percent", field, out, 0, 100)
+    return AdvanceGate(number) if number is not None else None
 
 
 _RULE_SECTIONS: dict[str, tuple[str, Callable[..., Any]]] = {
@@ -536,7 +590,7 @@ def _check_rules(fleet: Fleet, out: _Collector) -> None:
                     out.add(rollout.where(f"to.{key}"), f"{field}.to.{key}",
                             f"unknown {key[:-1]} {name!r}" + _suggest(name, known))
                     ok = False
-        if ok and not rollout.paused:
+        if ok and not rollout.stopped:
             live.append(rollout)
     _check_overlaps(fleet, live, out)
 

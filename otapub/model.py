@@ -102,6 +102,23 @@ class Stage:
     pos: Pos
 
 
+@dataclass(frozen=True)
+class HaltGate:
+    """`halt_if`: the rollout halts when this share of a stage's offered devices failed."""
+
+    failed_percent: float
+    min_devices: int = 20  # fewer offered devices than this never trip the gate
+    grace_hours: float = 1.0  # an offered device reporting its old version later than this failed
+    silent_hours: float = 48.0  # an offered device not heard of for this long failed
+
+
+@dataclass(frozen=True)
+class AdvanceGate:
+    """`advance_after`: the next stage may open when this share of the open stage updated."""
+
+    updated_percent: float
+
+
 @dataclass
 class Rollout(_Located):
     """Which release a share of an audience gets, in stages that open at given times."""
@@ -115,7 +132,15 @@ class Rollout(_Located):
     stages: tuple[Stage, ...] = ()
     paused: bool = False
     priority: int = 0
+    halt_if: HaltGate | None = None
+    advance_after: AdvanceGate | None = None
+    halted: str | None = None  # why a health gate halted it (`halted:`); offers nothing, like paused
     field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def stopped(self) -> bool:
+        """Paused or halted: offers its release to nobody."""
+        return self.paused or self.halted is not None
 
 
 @dataclass

@@ -77,7 +77,8 @@ class FleetPlan:
             "releases_removed": self.releases_removed, "releases_changed": self.releases_changed,
             "clients": self.clients, "client_changes": self.client_changes,
             "rollouts": [{"name": r.name, "release": r.release, "state": r.state, "audience": r.audience,
-                          "receiving": r.receiving,
+                          "receiving": r.receiving, "gates": r.gates,
+                          "waiting_stage": r.waiting + 1 if r.waiting is not None else None,
                           "stages": [{"percent": s.percent, "devices": s.devices,
                                       "not_before": s.not_before.isoformat() if s.not_before else None}
                                      for s in r.stages]} for r in self.rollouts],

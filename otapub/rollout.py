@@ -40,18 +40,33 @@ def in_stage(bucket_: int, percent: int) -> bool:
 
 
 def current_stage(rollout: Rollout, now: datetime) -> int | None:
-    """Index of the last stage whose start time has come (0-based); None before the first."""
+    """Index of the last stage whose start time has come (0-based); None before the first.
+
+    A later stage without a start time (allowed with `advance_after`) waits for its gate: it
+    opens when `otapub health --write` gives it one.
+    """
     index = None
     for i, stage in enumerate(rollout.stages):
         if stage.not_before is not None and now < stage.not_before:
+            break
+        if stage.not_before is None and i > 0:
             break
         index = i
     return index
 
 
+def waiting_for_gate(rollout: Rollout, now: datetime) -> int | None:
+    """Index of the stage that waits for the open stage's `advance_after` gate; None if none does."""
+    index = current_stage(rollout, now)
+    nxt = 0 if index is None else index + 1
+    if rollout.advance_after is None or index is None or nxt >= len(rollout.stages):
+        return None
+    return nxt if rollout.stages[nxt].not_before is None else None
+
+
 def current_percent(rollout: Rollout, now: datetime) -> int:
-    """The share of the audience that gets the release now: 0 when paused or not started."""
-    if rollout.paused:
+    """The share of the audience that gets the release now: 0 when paused, halted or not started."""
+    if rollout.stopped:
         return 0
     index = current_stage(rollout, now)
     return 0 if index is None else rollout.stages[index].percent
@@ -67,7 +82,7 @@ def validity(rollouts: Iterable[Rollout], now: datetime) -> tuple[datetime | Non
     start: datetime | None = None
     until: datetime | None = None
     for rollout in rollouts:
-        if rollout.paused:
+        if rollout.stopped:
             continue
         for stage in rollout.stages:
             moment = stage.not_before
@@ -149,20 +164,56 @@ class RolloutStatus:
 
     name: str
     release: str
-    state: str  # "paused", "scheduled", "stage N of M"
+    state: str  # rollout_state(): "halted (why)", "paused", "scheduled", "stage N of M"
     stage: int | None  # 0-based index of the open stage
     audience: int
     stages: list[StageCount]
     receiving: int  # devices whose target comes from this rollout now (after precedence)
+    gates: str | None = None  # the health gates, in words
+    waiting: int | None = None  # index of the stage waiting for the advance gate
 
     def lines(self) -> list[str]:
         out = [f"rollout {self.name} ({self.release}): {self.state}, audience {self.audience} devices, "
                f"{self.receiving} get it now"]
+        if self.gates:
+            out.append(f"    gates: {self.gates}")
         for i, stage in enumerate(self.stages):
             mark = "*" if i == self.stage else " "
-            when = stage.not_before.strftime("%Y-%m-%dT%H:%M:%SZ") if stage.not_before else "immediately"
-            out.append(f"  {mark} stage {i + 1}: {stage.percent:3d}% from {when}: {stage.devices} devices")
+            if stage.not_before:
+                when = "from " + stage.not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+            elif i == 0:
+                when = "from immediately"  # (wording kept: scripts read it)
+            else:
+                when = "waiting for the advance gate" if i == self.waiting else "after the advance gate"
+            out.append(f"  {mark} stage {i + 1}: {stage.percent:3d}% {when}: {stage.devices} devices")
         return out
+
+
+def rollout_state(rollout: Rollout, now: datetime) -> str:
+    """"halted (why)", "paused", "scheduled" or "stage N of M" (and which stage waits for a gate)."""
+    if rollout.halted is not None:
+        return f"halted ({rollout.halted})"
+    if rollout.paused:
+        return "paused"
+    index = current_stage(rollout, now)
+    if index is None:
+        return "scheduled"
+    waiting = waiting_for_gate(rollout, now)
+    return f"stage {index + 1} of {len(rollout.stages)}" + (
+        f", stage {waiting + 1} waits for the advance gate" if waiting is not None else "")
+
+
+def describe_gates(rollout: Rollout) -> str | None:
+    """The rollout's health gates in words (for plan, explain and health)."""
+    parts = []
+    if rollout.halt_if is not None:
+        g = rollout.halt_if
+        parts.append(f"halt if >= {g.failed_percent:g}% of a stage's offered devices failed (at least "
+                     f"{g.min_devices} offered; failed: old version reported {g.grace_hours:g} h after the offer, "
+                     f"or silent {g.silent_hours:g} h)")
+    if rollout.advance_after is not None:
+        parts.append(f"advance after {rollout.advance_after.updated_percent:g}% of the open stage updated")
+    return "; ".join(parts) or None
 
 
 def rollout_status(fleet: Fleet, now: datetime, receiving: dict[str, int] | None = None) -> list[RolloutStatus]:
@@ -177,12 +228,8 @@ def rollout_status(fleet: Fleet, now: datetime, receiving: dict[str, int] | None
             buckets[bucket(rollout.name, device.mac12)] += 1
         stages = [StageCount(s.percent, s.not_before, sum(buckets[: s.percent])) for s in rollout.stages]
         index = current_stage(rollout, now)
-        if rollout.paused:
-            state = "paused"
-        elif index is None:
-            state = "scheduled"
-        else:
-            state = f"stage {index + 1} of {len(rollout.stages)}"
-        result.append(RolloutStatus(rollout.name, rollout.release, state, None if rollout.paused else index,
-                                    sum(buckets), stages, (receiving or {}).get(rollout.name, 0)))
+        result.append(RolloutStatus(rollout.name, rollout.release, rollout_state(rollout, now),
+                                    None if rollout.stopped else index,
+                                    sum(buckets), stages, (receiving or {}).get(rollout.name, 0),
+                                    describe_gates(rollout), waiting_for_gate(rollout, now)))
     return result

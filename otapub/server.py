@@ -34,7 +34,8 @@ WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
 def make_app(config: Config) -> WSGIApp:
     """The shim for a Config, with the admin API mounted at /admin when an admin key is set."""
     log_path = config.path("checkin_log") if config.checkin_log else None
-    shim = Shim(config.path("site_dir"), config.base_url, log_path)
+    shim = Shim(config.path("site_dir"), config.base_url, log_path, config.checkin_log_max_bytes,
+                config.checkin_log_daily)
     if not config.admin_api_key:
         return shim  # /admin... is then the shim's 404, like any unknown path
     from otapub.admin import AdminApp

@@ -48,10 +48,11 @@ _SIGNED_MARK = b',"signature":'  # a signed answer (otapub.signing); the shim ho
 class Shim:
     """WSGI application serving a site rendered by ``otapub build``."""
 
-    def __init__(self, site_dir: Path, base_url: str | None = None, checkin_log: Path | None = None):
+    def __init__(self, site_dir: Path, base_url: str | None = None, checkin_log: Path | None = None,
+                 log_max_bytes: int = 0, log_daily: bool = False):
         self.site = os.path.realpath(site_dir)
         self.base_url = base_url.rstrip("/") if base_url else None
-        self.checkins = CheckinLog(checkin_log)
+        self.checkins = CheckinLog(checkin_log, log_max_bytes, log_daily)
         self._seed_index: tuple[int, dict[str, str]] = (-1, {})
 
     # -- WSGI entry point -------------------------------------------------------------------

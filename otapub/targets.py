@@ -21,7 +21,8 @@ from datetime import datetime
 
 from otapub.errors import Problem
 from otapub.model import Device, Fleet, Release, Rollout
-from otapub.rollout import audience, bucket, channel_of, covers, current_stage, group_members, rank
+from otapub.rollout import (audience, bucket, channel_of, covers, current_stage, describe_gates, group_members,
+                            rank)
 
 PIN, ROLLOUT, CHANNEL, NONE = "pin", "rollout", "channel", "none"
 _LISTED = 5  # devices named in one compatibility problem
@@ -75,7 +76,7 @@ class Rules:
         self.rollouts: list[_Live] = []
         for rollout in ordered:
             stage = current_stage(rollout, now)
-            percent = 0 if rollout.paused or stage is None else rollout.stages[stage].percent
+            percent = 0 if rollout.stopped or stage is None else rollout.stages[stage].percent
             self.rollouts.append(_Live(rollout, fleet.releases.get(rollout.release),
                                        audience(rollout, fleet, members), stage, percent))
         self._active = [(live.rollout.name, live.scope, live.percent, live.release, live.stage)
@@ -150,8 +151,13 @@ class Rules:
         def step(reason: str) -> Step:
             return Step(ROLLOUT, rollout.name, False, False, reason)
         what = f"release {rollout.release!r}, priority {rollout.priority}"
+        gates = describe_gates(rollout)
+        if gates:
+            what += f" (gates: {gates})"
         if not covers(live.scope, device.mac):
             return step(f"{what}: does not cover the device (to: {_audience_text(rollout, device)})"), None
+        if rollout.halted is not None:
+            return step(f"{what}: halted by its health gate ({rollout.halted}); offers its release to nobody"), None
         if rollout.paused:
             return step(f"{what}: paused (offers its release to nobody)"), None
         if live.release is None:
@@ -166,9 +172,14 @@ class Rules:
                                                              f"{cohort} is inside {stage}"),
                     Target(live.release, ROLLOUT, rollout.name, live.stage))
         later = next((i for i, s in enumerate(rollout.stages) if cohort < s.percent), None)
-        joins = ("it is in no stage" if later is None else
-                 f"it joins at stage {later + 1} ({rollout.stages[later].percent}%, from "
-                 f"{_when(rollout.stages[later].not_before)})")
+        if later is None:
+            joins = "it is in no stage"
+        elif rollout.stages[later].not_before is None:
+            joins = (f"it joins at stage {later + 1} ({rollout.stages[later].percent}%), which opens when the "
+                     "stages before it pass the advance gate")
+        else:
+            joins = (f"it joins at stage {later + 1} ({rollout.stages[later].percent}%, from "
+                     f"{_when(rollout.stages[later].not_before)})")
         return step(f"{what}: covers the device, but its cohort bucket {cohort} is outside {stage}; {joins}; "
                     "until then it keeps the target the rules below give it"), None
 
@@ -269,7 +280,7 @@ def compatibility_problems(rules: Rules) -> list[Problem]:
             problems.append(device.where(key).problem(f"devices.{device.mac}.{key}", f"does not fit: {why}"))
     for live in rules.rollouts:
         rollout, release = live.rollout, live.release
-        if rollout.paused or release is None:
+        if rollout.stopped or release is None:
             continue
         bad = [(d, why) for d in unpinned if covers(live.scope, d.mac) and (why := rules.misfit(release, d))]
         if bad:

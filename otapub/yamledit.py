@@ -231,6 +231,23 @@ class Document:
         if appended:
             self._insert_after_line(self._last_line(entry), "".join(appended))
 
+    def update_stage(self, entry: Entry, index: int, changes: dict[str, Any]) -> None:
+        """Set scalar fields of item ``index`` of an entry's ``stages:`` list (block or flow mapping)."""
+        value = entry.value
+        stages = next((v for k, v in value.value if isinstance(k, ScalarNode) and k.value == "stages"), None) \
+            if isinstance(value, MappingNode) else None
+        if not isinstance(stages, SequenceNode) or index >= len(stages.value) or \
+                not isinstance(stages.value[index], MappingNode):
+            self._refuse(value, f"the stages of {entry.name!r}")
+        item = stages.value[index]
+        if item.flow_style:
+            fields = {k.value: self.text[v.start_mark.index:v.end_mark.index] for k, v in item.value}
+            fields.update({name: scalar(new) for name, new in changes.items()})
+            body = ", ".join(f"{k}: {v}" for k, v in fields.items())
+            self._add(item.start_mark.index, item.end_mark.index, f"{{{body}}}")
+            return
+        self.update_entry(Entry(item.value[0][0], item), changes)
+
     def _rest(self, value: Node, key: Node, line: int) -> str:
         """What follows a value on its last line (a comment), and the line break."""
         end = self._end_index(value, key)

@@ -565,6 +565,7 @@ def test_a_lost_answer_on_the_live_site_stops_a_build_without_state(tmp_path):
         assert not ci.site.exists()
         result = ci.cli("build")
         assert result.exit_code != 0 and "AA:BB:CC:DD:EE:01" in result.output and "Traceback" not in result.output
+        assert ci.cli("check").output == result.output  # what a pull request runs says the same
         # with the answer back, the floor is recovered and the rollback refused
         lost.write_bytes(kept)
         with pytest.raises(ValidationError, match="anti-rollback"):

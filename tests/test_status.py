@@ -2,7 +2,8 @@
 
 import json
 
-from otapub.checkins import CheckinLog, read_checkins
+from otapub.checkins import CheckinLog
+from otapub.checkinstore import Store
 
 
 def log_lines(repo, *entries):
@@ -56,6 +57,23 @@ def test_summary_ignores_version_noise(tmp_path):
     log.append(entry("t1", "AA:BB:CC:DD:EE:FF", "1.2", "update_offered"))
     log.append(entry("t2", "AA:BB:CC:DD:EE:FF", "1.2.0", "update_offered"))  # same version, other spelling
     log.append(entry("t3", "AA:BB:CC:DD:EE:FF", "garbage", "bad_request", status=400))
-    seen = read_checkins(path)["AA:BB:CC:DD:EE:FF"]
+    with Store(tmp_path / "store.sqlite") as store:
+        store.fold(path)
+        seen = store.devices()["AA:BB:CC:DD:EE:FF"]
     assert seen.last_update is None and seen.checks == 3
     assert seen.last_version == "1.2.0" and seen.last_decision == "bad_request"
+
+
+def test_device_get_shows_what_the_store_knows(example):
+    log_lines(example,
+              entry("2026-11-01T08:00:00.000000Z", "AA:BB:CC:DD:EE:FF", "1.3.7", "update_offered"),
+              entry("2026-11-01T09:00:00.000000Z", "AA:BB:CC:DD:EE:FF", "1.3.8", "up_to_date"),
+              entry("2026-11-02T09:00:00.000000Z", "AA:BB:CC:DD:EE:FF", "1.3.8", "up_to_date"))
+    result = example.cli("device", "get", "AA:BB:CC:DD:EE:FF", "--json")
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.output)
+    assert view["versions_first_reported"] == {"1.3.7": "2026-11-01T08:00:00.000000Z",
+                                               "1.3.8": "2026-11-01T09:00:00.000000Z"}
+    assert view["checks_per_day"] == {"2026-11-01": 2, "2026-11-02": 1}
+    assert view["first_seen"] == "2026-11-01T08:00:00.000000Z" and view["last_ip"] == "127.0.0.1"
+    assert view["last_update"] == "2026-11-01T09:00:00.000000Z" and view["checks"] == 3

@@ -1,0 +1,496 @@
+"""The check-in store: the append-only check-in log folded into SQLite, incrementally.
+
+The shim only appends lines (``otapub.checkins.CheckinLog``); nothing on the request path
+touches this database. Readers (`otapub status`, `health`, `dashboard`) call :meth:`Store.fold`
+first, which reads the log from where the previous fold stopped, so a call costs time in
+proportion to the new lines, not to the history.
+
+Where a fold stopped is remembered per log (``sources``): the file's device and inode, the byte
+offset after the last complete line, and a hash of its first bytes. So:
+
+- a partial last line (a writer mid-``write``) is left for the next fold;
+- a log moved away by a rotation (the shim's own or logrotate's ``create`` + SIGHUP) is found
+  beside the log by its inode and read to its end before the new file is read from the start;
+- a truncated or replaced file (its head no longer matches) is read from the start again, and
+  lines not newer than the last one folded are skipped, so an export that is regenerated with
+  overlapping content (the Worker's logs) is not counted twice.
+
+Tables: ``checkins`` (the history, indexed by MAC and time, kept ``checkin_retention_days``),
+``devices`` (one row per MAC: first/last seen, last version, decision, address, client...),
+``versions`` (when each MAC first reported each version), ``offers`` (when each MAC was first
+offered each target, and what it ran then), ``daily`` (checks per MAC per day and the version it
+reported last that day) and ``fleet_days`` (devices per version per day, kept by triggers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from otapub import checkins
+from otapub.checkins import Seen, ip_and_client
+from otapub.errors import OtapubError
+from otapub.mac import normalize_mac
+from otapub.versions import parse_version
+
+try:  # four times as fast as the json module: parsing is most of a fold
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    from json import loads as _loads
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+HEAD_BYTES = 512  # hashed to recognise a file that was truncated or replaced
+CHUNK = 32 << 20  # bytes read per step of a fold (a first fold of a large log stays bounded in memory)
+UNAUTHENTICATED = frozenset({checkins.AUTH_FAILED, checkins.BAD_REQUEST})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, offset INTEGER NOT NULL,
+    head TEXT, head_len INTEGER NOT NULL DEFAULT 0, last_time TEXT, folded_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS checkins (
+    day TEXT, time TEXT, mac TEXT, version TEXT, target TEXT, decision TEXT, status INTEGER, ip TEXT, client TEXT
+);
+CREATE INDEX IF NOT EXISTS checkins_day_mac ON checkins (day, mac);
+CREATE TABLE IF NOT EXISTS days (day TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    mac TEXT PRIMARY KEY, first_seen TEXT, last_check TEXT, last_version TEXT, last_target TEXT,
+    last_decision TEXT, last_update TEXT, device_id TEXT, hardware TEXT, last_ip TEXT,
+    last_client TEXT, checks INTEGER NOT NULL, auth_failures INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    mac TEXT, version TEXT, first_seen TEXT, PRIMARY KEY (mac, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offers (
+    mac TEXT, target TEXT, first_offered TEXT, from_version TEXT, PRIMARY KEY (mac, target)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS offers_target ON offers (target);
+CREATE TABLE IF NOT EXISTS daily (
+    day TEXT, mac TEXT, checks INTEGER NOT NULL, version TEXT NOT NULL, PRIMARY KEY (day, mac)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fleet_days (
+    day TEXT, version TEXT, devices INTEGER NOT NULL, PRIMARY KEY (day, version)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS daily_insert AFTER INSERT ON daily BEGIN
+    INSERT INTO fleet_days (day, version, devices) VALUES (new.day, new.version, 1)
+        ON CONFLICT (day, version) DO UPDATE SET devices = devices + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS daily_version AFTER UPDATE OF version ON daily
+WHEN old.version IS NOT new.version BEGIN
+    UPDATE fleet_days SET devices = devices - 1 WHERE day = old.day AND version = old.version;
+    INSERT INTO fleet_days (day, version, devices) VALUES (new.day, new.version, 1)
+        ON CONFLICT (day, version) DO UPDATE SET devices = devices + 1;
+END;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+# The history is indexed by (day, MAC), not (MAC, time): a fold's rows then land at the end of the
+# index instead of on a random page each (100,000 random pages rewritten per fold, at 10 M rows).
+# A MAC's history is read with one index seek per day there is history of.
+_DAYS = "SELECT day FROM days"
+_DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
+# One batch's summary of a MAC merged into its row: ?1..?13 the columns (the batch alone), ?14/?15
+# the batch's first authenticated version and its time, ?16 whether any check-in was authenticated.
+# On the right of SET, `devices.` is the row before the update.
+_UPSERT_DEVICE = """
+INSERT INTO devices VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+ON CONFLICT (mac) DO UPDATE SET
+    first_seen = coalesce(devices.first_seen, excluded.first_seen),
+    last_check = excluded.last_check,
+    last_update = coalesce(?7, CASE WHEN ?14 IS NOT NULL AND devices.last_version IS NOT NULL
+                                    AND devices.last_version != ?14 AND otapub_newer(?14, devices.last_version)
+                               THEN ?15 ELSE devices.last_update END),
+    last_version = coalesce(excluded.last_version, devices.last_version),
+    last_target = CASE WHEN ?16 THEN excluded.last_target ELSE devices.last_target END,
+    last_decision = excluded.last_decision,
+    device_id = coalesce(excluded.device_id, devices.device_id),
+    hardware = coalesce(excluded.hardware, devices.hardware),
+    last_ip = excluded.last_ip,
+    last_client = coalesce(excluded.last_client, devices.last_client),
+    checks = devices.checks + excluded.checks,
+    auth_failures = devices.auth_failures + excluded.auth_failures
+"""
+
+
+def _newer(a: str, b: str) -> bool:
+    try:
+        return parse_version(a) > parse_version(b)
+    except ValueError:
+        return False
+
+
+class StoreError(OtapubError):
+    pass
+
+
+@dataclass
+class FoldResult:
+    lines: int = 0  # check-ins added
+    skipped: int = 0  # lines that were not check-ins, or already folded
+    bytes: int = 0
+
+
+@dataclass
+class Offer:
+    mac: str
+    first_offered: str
+    from_version: str | None
+
+
+def _day(when: str | None) -> str | None:
+    return when[:10] if isinstance(when, str) and len(when) >= 10 and when[4] == when[7] == "-" else None
+
+
+def _mac(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if len(value) == 17 and value.isupper():  # the shim's own spelling: no work per line
+        return value
+    try:
+        return normalize_mac(value)
+    except ValueError:
+        return value  # kept as sent: auth failures by MAC show what was tried
+
+
+class Store:
+    """One SQLite database (WAL: readers never wait for a fold)."""
+
+    def __init__(self, path: Path, retention_days: int | None = None):
+        self.path = path
+        self.retention_days = retention_days
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA cache_size=-262144")  # 256 MiB: a fold touches index pages all over
+            self.db.execute("PRAGMA mmap_size=1073741824")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(f"{path}: check-in store of schema {version}, this otapub reads "
+                                 f"{SCHEMA_VERSION}; move it away and fold the logs again")
+            self.db.create_function("otapub_newer", 2, _newer, deterministic=True)
+            if version == 0:
+                self.db.executescript(_SCHEMA)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
+        except OSError as exc:
+            raise StoreError(f"{path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- folding ----------------------------------------------------------------------------
+
+    def fold(self, log_path: Path, name: str | None = None) -> FoldResult:
+        """Add the lines of ``log_path`` not folded yet (see the module doc)."""
+        name = name or str(log_path)
+        result = FoldResult()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")  # two folds at once: the second waits, then has nothing to do
+            try:
+                self._fold_locked(log_path, name, result)
+                self._apply_retention()
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+        return result
+
+    def _fold_locked(self, log_path: Path, name: str, result: FoldResult) -> None:
+        row = self.db.execute("SELECT dev, ino, offset, head, head_len, last_time, folded_ns FROM sources "
+                              "WHERE name = ?", (name,)).fetchone()
+        started = time.time_ns()
+        try:
+            handle = open(log_path, "rb")
+        except FileNotFoundError:
+            handle = None
+        except OSError as exc:
+            raise StoreError(f"{log_path}: {exc.strerror}") from None
+        st = os.fstat(handle.fileno()) if handle is not None else None
+        if row is not None and (st is None or (row[0], row[1]) != (st.st_dev, st.st_ino)):
+            # Moved away (rotated): follow the old file by its inode until it is gone.
+            self.db.execute("INSERT OR IGNORE INTO sources SELECT ? || '@' || dev || ':' || ino, dev, ino, offset, "
+                            "head, head_len, last_time, folded_ns FROM sources WHERE name = ?", (name, name))
+            self.db.execute("DELETE FROM sources WHERE name = ?", (name,))
+        moved_found = self._follow_moved(log_path, name, st, row[6] if row is not None else 0, result)
+        if handle is None:
+            return
+        with handle:
+            offset, after = 0, None
+            if row is not None:
+                dev, ino, old_offset, head, head_len, last_time, _ = row
+                if (dev, ino) == (st.st_dev, st.st_ino):
+                    if st.st_size >= old_offset and _head(handle, head_len) == head:
+                        offset = old_offset
+                    else:
+                        log.info("%s was truncated or rewritten: reading it again, skipping check-ins up to %s",
+                                 log_path, last_time)
+                        after = last_time
+                elif not moved_found:
+                    log.warning("%s is another file than at the last fold and the previous one is not beside it "
+                                "(what it got after byte %d is not folded): reading the new one, skipping "
+                                "check-ins up to %s", log_path, old_offset, last_time)
+                    after = last_time
+            end, last_time = self._read(handle, offset, after, result)
+            head_len = min(end, HEAD_BYTES)
+            self.db.execute(
+                "INSERT INTO sources (name, dev, ino, offset, head, head_len, last_time, folded_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET dev = excluded.dev, ino = excluded.ino, offset = excluded.offset, "
+                "head = excluded.head, head_len = excluded.head_len, folded_ns = excluded.folded_ns, "
+                "last_time = coalesce(max(excluded.last_time, sources.last_time), sources.last_time, excluded.last_time)",
+                (name, st.st_dev, st.st_ino, end, _head(handle, head_len), head_len, last_time, started))
+
+    def _follow_moved(self, log_path: Path, name: str, current: os.stat_result | None, since_ns: int,
+                      result: FoldResult) -> bool:
+        """Read what the moved-away files of ``log_path`` got since the last fold.
+
+        Those it followed (by inode), and files beside it that it never saw but that were
+        written since the last fold (several rotations between two folds; at the first fold,
+        every rotated log beside it). True when the file the last fold read was found.
+        """
+        moved = self.db.execute("SELECT name, dev, ino, offset, head, head_len FROM sources "
+                                "WHERE name > ? AND name < ?", (name + "@", name + "@\uffff")).fetchall()
+        siblings: dict[tuple[int, int], tuple[Path, os.stat_result]] = {}
+        try:
+            for path in log_path.parent.iterdir():
+                if path.name.startswith(log_path.name + ".") and not path.name.endswith(".gz"):
+                    try:
+                        st = path.stat()
+                    except OSError:
+                        continue
+                    siblings[(st.st_dev, st.st_ino)] = (path, st)
+        except OSError:
+            pass
+        if current is not None:
+            siblings.pop((current.st_dev, current.st_ino), None)
+        found = False
+        known = set()
+        for key, dev, ino, offset, head, head_len in moved:
+            known.add((dev, ino))
+            path, _ = siblings.get((dev, ino), (None, None))
+            if path is None:  # compressed or deleted: nothing more can arrive there
+                self.db.execute("DELETE FROM sources WHERE name = ?", (key,))
+                continue
+            with open(path, "rb") as old:
+                if _head(old, head_len) != head or os.fstat(old.fileno()).st_size < offset:
+                    self.db.execute("DELETE FROM sources WHERE name = ?", (key,))
+                    continue
+                end, _ = self._read(old, offset, None, result)
+            self.db.execute("UPDATE sources SET offset = ? WHERE name = ?", (end, key))
+            found = True
+        unseen = [(st.st_mtime_ns, path, st) for ident, (path, st) in siblings.items()
+                  if ident not in known and st.st_mtime_ns >= since_ns]
+        for _, path, st in sorted(unseen):
+            with open(path, "rb") as old:
+                end, last = self._read(old, 0, None, result)
+                head_len = min(end, HEAD_BYTES)
+                self.db.execute("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                (f"{name}@{st.st_dev}:{st.st_ino}", st.st_dev, st.st_ino, end,
+                                 _head(old, head_len), head_len, last, since_ns))
+            log.info("%s: read %s, rotated since the last fold", log_path, path)
+        return found
+
+    def _read(self, handle: Any, offset: int, after: str | None, result: FoldResult) -> tuple[int, str | None]:
+        """Fold complete lines from ``offset``; returns the offset after the last one and its time."""
+        handle.seek(offset)
+        last_time = None
+        carry = b""
+        while True:
+            data = handle.read(CHUNK)
+            if not data:
+                break
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            if cut:
+                entries = []
+                for raw in data[:cut].splitlines():
+                    try:
+                        entry = _loads(raw)
+                    except ValueError:
+                        entry = None
+                    if not isinstance(entry, dict):
+                        result.skipped += 1
+                        continue
+                    when = entry.get("time")
+                    if after is not None and isinstance(when, str) and when <= after:
+                        result.skipped += 1
+                        continue
+                    entries.append(entry)
+                    if isinstance(when, str) and (last_time is None or when > last_time):
+                        last_time = when
+                self.add(entries)
+                result.lines += len(entries)
+                offset += cut
+                result.bytes += cut
+        return offset, last_time  # a partial last line (``carry``) waits for the next fold
+
+    def add(self, entries: list[dict[str, Any]]) -> None:
+        """Record check-ins (oldest first) in the current transaction.
+
+        One pass folds the batch per MAC (what ``Seen`` holds); one upsert per MAC merges that
+        into ``devices`` without reading the rows first. Only when the batch's first version
+        differs from the stored last one does SQLite call back into Python to compare them.
+        """
+        rows, versions, offers, daily = [], {}, {}, {}
+        per_mac: dict[str, list[Any]] = {}
+        for entry in entries:
+            mac = _mac(entry.get("mac"))
+            if mac is None:
+                continue
+            when, version, decision = entry.get("time"), entry.get("version"), entry.get("decision")
+            target = entry.get("target")
+            ip, client = ip_and_client(entry)
+            rows.append((_day(when) or "", when, mac, version, target, decision, entry.get("status"), ip, client))
+            m = per_mac.get(mac)
+            if m is None:  # the columns of `devices`, then: first version, its time, authenticated?
+                m = per_mac[mac] = [mac, when, when, None, None, None, None, None, None, None, None, 0, 0,
+                                    None, None, 0]
+            m[2] = when
+            m[9] = ip
+            m[10] = client or m[10]
+            m[11] += 1
+            m[5] = decision
+            if decision in UNAUTHENTICATED:  # what an unauthenticated request claims is not news
+                m[12] += decision == checkins.AUTH_FAILED
+                continue
+            m[15] = 1
+            m[4] = target
+            m[7] = entry.get("device_id") or m[7]
+            m[8] = entry.get("hardware") or m[8]
+            if isinstance(version, str):
+                if m[13] is None:
+                    m[13], m[14] = version, when
+                elif version != m[3] and _newer(version, m[3]):
+                    m[6] = when
+                m[3] = version
+                if isinstance(when, str):
+                    versions.setdefault((mac, version), when)
+            if not isinstance(when, str):
+                continue
+            day = _day(when)
+            if day is not None:
+                counted = daily.get((day, mac))
+                daily[(day, mac)] = (counted[0] + 1 if counted else 1,
+                                     version if isinstance(version, str) else (counted[1] if counted else ""))
+            if decision == checkins.UPDATE_OFFERED and isinstance(target, str):
+                offers.setdefault((mac, target), (when, version if isinstance(version, str) else None))
+        if not rows:
+            return
+        db = self.db
+        db.executemany("INSERT INTO checkins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT OR IGNORE INTO days VALUES (?)", [(day,) for day in {row[0] for row in rows}])
+        db.executemany(_UPSERT_DEVICE, per_mac.values())
+        db.executemany("INSERT OR IGNORE INTO versions VALUES (?, ?, ?)",
+                       [(mac, version, when) for (mac, version), when in versions.items()])
+        db.executemany("INSERT INTO offers VALUES (?, ?, ?, ?) ON CONFLICT (mac, target) DO UPDATE "
+                       "SET first_offered = excluded.first_offered, from_version = excluded.from_version "
+                       "WHERE excluded.first_offered < first_offered",
+                       [(mac, target, when, old) for (mac, target), (when, old) in offers.items()])
+        db.executemany("INSERT INTO daily VALUES (?, ?, ?, ?) ON CONFLICT (day, mac) DO UPDATE "
+                       "SET checks = checks + excluded.checks, "
+                       "version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END",
+                       [(day, mac, n, version) for (day, mac), (n, version) in daily.items()])
+
+    def _apply_retention(self) -> None:
+        if not self.retention_days:
+            return
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        done = self.db.execute("SELECT value FROM meta WHERE key = 'retention_day'").fetchone()
+        if done is not None and done[0] == today:
+            return  # once a day is enough
+        cutoff = (datetime.now(timezone.utc) - timedelta(days=self.retention_days)).strftime("%Y-%m-%d")
+        self.db.execute("DELETE FROM checkins WHERE day < ?", (cutoff,))
+        self.db.execute("DELETE FROM days WHERE day < ?", (cutoff,))
+        self.db.execute("DELETE FROM daily WHERE day < ?", (cutoff,))
+        self.db.execute("DELETE FROM fleet_days WHERE day < ?", (cutoff,))
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('retention_day', ?)", (today,))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def devices(self) -> dict[str, Seen]:
+        """The latest state of every MAC that ever checked in."""
+        query = f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices"
+        return {row[0]: Seen(*row) for row in self.db.execute(query)}
+
+    def history(self, mac: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest check-ins of one MAC, newest first (one index seek per day of history)."""
+        cursor = self.db.execute(
+            "SELECT c.time, c.version, c.target, c.decision, c.status, c.ip, c.client "
+            f"FROM ({_DAYS}) AS d JOIN checkins AS c ON c.day = d.day AND c.mac = ? "
+            "ORDER BY c.day DESC, c.time DESC LIMIT ?", (mac, limit))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor]
+
+    def checks_per_day(self, mac: str) -> dict[str, int]:
+        return dict(self.db.execute(f"SELECT d.day, c.checks FROM ({_DAYS}) AS d JOIN daily AS c "
+                                    "ON c.day = d.day AND c.mac = ? ORDER BY d.day", (mac,)))
+
+    def first_reported(self, mac: str) -> dict[str, str]:
+        """When the MAC first reported each version."""
+        return dict(self.db.execute("SELECT version, first_seen FROM versions WHERE mac = ? ORDER BY first_seen",
+                                    (mac,)))
+
+    def version_days(self, since: str | None = None) -> list[tuple[str, str, int]]:
+        """(day, version, devices that reported it that day), oldest first."""
+        return list(self.db.execute("SELECT day, version, devices FROM fleet_days WHERE devices > 0 AND day >= ? "
+                                    "AND version != '' ORDER BY day, version", (since or "",)))
+
+    def offers(self, target: str) -> Iterator[Offer]:
+        """Devices first offered ``target`` (as the answers spell it), with what they ran then."""
+        for mac, when, old in self.db.execute("SELECT mac, first_offered, from_version FROM offers WHERE target = ?",
+                                              (target,)):
+            yield Offer(mac, when, old)
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM checkins").fetchone()[0]
+
+
+def _head(handle: Any, length: int) -> str:
+    position = handle.tell()
+    handle.seek(0)
+    data = handle.read(length)
+    handle.seek(position)
+    return hashlib.sha256(data).hexdigest()
+
+
+def open_store(config: Any) -> Store:
+    """The configured store (``checkin_db``, ``checkin_retention_days``)."""
+    return Store(config.path("checkin_db"), config.checkin_retention_days)
+
+
+def folded(config: Any, extra_logs: tuple[Path, ...] = ()) -> Store:
+    """The configured store, with the shim's log and ``extra_logs`` (exports) folded in."""
+    store = open_store(config)
+    try:
+        if config.checkin_log:
+            store.fold(config.path("checkin_log"), "checkin_log")
+        for path in extra_logs:
+            if not path.is_file():
+                raise StoreError(f"{path}: no such check-in log")
+            store.fold(path)
+    except BaseException:
+        store.close()
+        raise
+    return store

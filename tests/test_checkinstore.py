@@ -1,0 +1,200 @@
+"""The check-in store: incremental folds of the check-in log, rotation, truncation, retention."""
+
+import json
+import os
+
+import pytest
+
+from otapub.checkins import CheckinLog
+from otapub.checkinstore import Store, StoreError
+
+MAC = "AA:BB:CC:DD:EE:FF"
+OTHER = "11:22:33:44:55:66"
+
+
+def entry(time, mac=MAC, version="1.0.0", decision="up_to_date", target="1.0.0", **extra):
+    return {"time": time, "mac": mac, "device_id": "dev", "hardware": "hw", "version": version, "target": target,
+            "decision": decision, "status": 200, "client": "192.0.2.7", **extra}
+
+
+def write(path, *entries, partial=b""):
+    with open(path, "ab") as handle:
+        for e in entries:
+            handle.write(json.dumps(e).encode() + b"\n")
+        handle.write(partial)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "state" / "checkins.sqlite") as opened:
+        yield opened
+
+
+def test_fold_is_incremental_and_waits_for_a_partial_line(tmp_path, store):
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z", version="1.0.0", decision="update_offered", target="1.1.0"),
+          entry("2026-11-01T09:00:00Z", mac=OTHER))
+    assert store.fold(log).lines == 2
+    assert store.fold(log).lines == 0  # nothing new: nothing counted twice
+    half = json.dumps(entry("2026-11-02T08:00:00Z", version="1.1.0")).encode()
+    write(log, partial=half[:20])
+    assert store.fold(log).lines == 0  # a writer mid-line: the line waits
+    write(log, partial=half[20:] + b"\nnot json\n")
+    result = store.fold(log)
+    assert (result.lines, result.skipped) == (1, 1)
+    seen = store.devices()[MAC]
+    assert seen.checks == 2 and seen.last_version == "1.1.0" and seen.last_update == "2026-11-02T08:00:00Z"
+    assert seen.first_seen == "2026-11-01T08:00:00Z" and seen.last_check == "2026-11-02T08:00:00Z"
+    assert seen.last_ip == "192.0.2.7" and seen.last_client is None
+    assert store.first_reported(MAC) == {"1.0.0": "2026-11-01T08:00:00Z", "1.1.0": "2026-11-02T08:00:00Z"}
+    assert store.checks_per_day(MAC) == {"2026-11-01": 1, "2026-11-02": 1}
+    [offer] = store.offers("1.1.0")
+    assert (offer.mac, offer.first_offered, offer.from_version) == (MAC, "2026-11-01T08:00:00Z", "1.0.0")
+    assert store.count() == 3 and [h["time"] for h in store.history(MAC)] == ["2026-11-02T08:00:00Z",
+                                                                               "2026-11-01T08:00:00Z"]
+
+
+def test_fold_state_survives_reopening_the_store(tmp_path):
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z"))
+    with Store(tmp_path / "s.sqlite") as first:
+        first.fold(log)
+    write(log, entry("2026-11-01T09:00:00Z"))
+    with Store(tmp_path / "s.sqlite") as second:
+        assert second.fold(log).lines == 1
+        assert second.devices()[MAC].checks == 2
+
+
+def test_rotation_by_rename_loses_nothing_and_counts_nothing_twice(tmp_path, store):
+    path = tmp_path / "checkins.jsonl"
+    writer = CheckinLog(path)
+    writer.append(entry("2026-11-01T08:00:00Z"))
+    store.fold(path)
+    writer.append(entry("2026-11-01T09:00:00Z"))  # not folded yet when the log is moved
+    os.rename(path, tmp_path / "checkins.jsonl.1")
+    writer.append(entry("2026-11-01T10:00:00Z"))  # a worker still writing to the moved file
+    writer.reopen()  # SIGHUP / the once-a-second check
+    writer.append(entry("2026-11-01T11:00:00Z"))
+    assert path.is_file()
+    assert store.fold(path).lines == 3
+    writer2 = CheckinLog(tmp_path / "checkins.jsonl.1")  # a slow worker's last line to the old file
+    writer2.append(entry("2026-11-01T10:30:00Z"))
+    assert store.fold(path).lines == 1
+    assert store.fold(path).lines == 0
+    assert store.devices()[MAC].checks == 5
+
+
+def test_the_shims_own_rotation_by_size_and_day(tmp_path, store):
+    path = tmp_path / "checkins.jsonl"
+    writer = CheckinLog(path, max_bytes=400)
+    for hour in range(10):
+        writer.append(entry(f"2026-11-01T{hour:02d}:00:00Z"))
+        if hour == 4:
+            store.fold(path)
+    rotated = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkins.jsonl."))
+    assert len(rotated) >= 3 and all(os.path.getsize(tmp_path / name) <= 400 for name in rotated)
+    store.fold(path)
+    assert store.devices()[MAC].checks == 10
+    daily = CheckinLog(tmp_path / "daily.jsonl", daily=True)
+    daily.append(entry("2026-11-01T00:00:00Z"))
+    daily._day -= 1  # the file was started yesterday
+    daily.append(entry("2026-11-02T00:00:00Z"))
+    assert sorted(p.name.split(".")[0] for p in tmp_path.iterdir() if p.name.startswith("daily")) == ["daily"] * 2
+
+
+def test_truncated_or_regenerated_log_is_not_counted_twice(tmp_path, store):
+    export = tmp_path / "worker.jsonl"
+    write(export, entry("2026-11-01T08:00:00Z"), entry("2026-11-01T09:00:00Z"))
+    assert store.fold(export).lines == 2
+    export.unlink()  # regenerated export: a new file, overlapping the old
+    write(export, entry("2026-11-01T08:00:00Z"), entry("2026-11-01T09:00:00Z"), entry("2026-11-01T10:00:00Z"))
+    assert store.fold(export).lines == 1
+    with open(export, "r+b") as handle:  # truncated in place (copytruncate), then written again
+        handle.truncate(0)
+    write(export, entry("2026-11-01T11:00:00Z"))
+    assert store.fold(export).lines == 1
+    assert store.devices()[MAC].checks == 4
+
+
+def test_versions_over_time_count_devices_per_day(tmp_path, store):
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z", version="1.0.0"), entry("2026-11-01T08:00:00Z", mac=OTHER),
+          entry("2026-11-01T20:00:00Z", version="1.1.0"),  # updated during the day: counted under 1.1.0
+          entry("2026-11-02T08:00:00Z", version="1.1.0"),
+          entry("2026-11-02T09:00:00Z", mac="DE:AD:BE:EF:00:01", decision="auth_failed", version="9.9"))
+    store.fold(log)
+    assert store.version_days() == [("2026-11-01", "1.0.0", 1), ("2026-11-01", "1.1.0", 1),
+                                    ("2026-11-02", "1.1.0", 1)]
+    stranger = store.devices()["DE:AD:BE:EF:00:01"]
+    assert stranger.auth_failures == 1 and stranger.last_version is None
+
+
+def test_client_protocol_is_stored_when_logged(tmp_path, store):
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z", client="httpupdate", ip="192.0.2.9"),
+          entry("2026-11-01T09:00:00Z", client="2001:db8::1"))  # today's shim: the address as `client`
+    store.fold(log)
+    seen = store.devices()[MAC]
+    assert seen.last_client == "httpupdate" and seen.last_ip == "2001:db8::1"
+    assert [h["client"] for h in store.history(MAC)] == [None, "httpupdate"]
+
+
+def test_retention_drops_old_history_but_keeps_device_state(tmp_path):
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2000-01-01T00:00:00Z"), entry("2099-01-01T00:00:00Z", version="1.1.0"))
+    with Store(tmp_path / "s.sqlite", retention_days=30) as store:
+        store.fold(log)
+        assert store.count() == 1 and store.checks_per_day(MAC) == {"2099-01-01": 1}
+        assert store.devices()[MAC].checks == 2 and store.devices()[MAC].first_seen == "2000-01-01T00:00:00Z"
+
+
+def test_a_file_that_is_no_store_is_a_clean_error(tmp_path):
+    bad = tmp_path / "s.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable check-in store"):
+        Store(bad)
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_serve_reopens_a_moved_log_on_sighup_and_nothing_is_lost(example, server):
+    """logrotate's way: move the log, SIGHUP `otapub serve`; every check-in reaches the store once."""
+    import signal
+    import time
+
+    from conftest import SECRET, Served
+    from otapub.checkinstore import open_store
+    from otapub.tokens import djb2_5381
+
+    assert example.cli("build").exit_code == 0
+    served = Served(example, workers=2, server=server)
+    token = {"X-Device-Auth": djb2_5381("AABBCCDDEEFF", SECRET)}
+    query = ("/api/firmware?device_id=PanicAlarm_EEFF&hardware=FireBeetle+2+ESP32-C6&version=1.3.{}"
+             "&mac=AA:BB:CC:DD:EE:FF")
+    log = example.root / "state/checkins.jsonl"
+    try:
+        for n in range(5):
+            assert served.request(query.format(n), token)[0] == 200
+        with open_store(example.config()) as store:
+            store.fold(log, "checkin_log")
+        for n in range(5, 8):
+            assert served.request(query.format(n), token)[0] == 200
+        os.rename(log, example.root / "state/checkins.jsonl.1")
+        for n in range(8, 10):  # before the signal: still written to the moved file
+            assert served.request(query.format(n), token)[0] == 200
+        served.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        n = 10
+        while not log.exists():  # the new workers (or the once-a-second check) open a new log
+            assert time.monotonic() < deadline, "the log was not reopened"
+            assert served.request(query.format(n), token)[0] == 200
+            n += 1
+        for n in range(n, n + 3):
+            assert served.request(query.format(n), token)[0] == 200
+    finally:
+        served.stop()
+    with open_store(example.config()) as store:
+        store.fold(log, "checkin_log")
+        assert store.fold(log, "checkin_log").lines == 0
+        seen = store.devices()["AA:BB:CC:DD:EE:FF"]
+        assert seen.checks == n + 1
+        assert sorted(store.first_reported("AA:BB:CC:DD:EE:FF")) == sorted(f"1.3.{i}" for i in range(n + 1))
