@@ -217,9 +217,17 @@ def free_port() -> int:
 
 
 class Served:
-    """`otapub serve` running for real (granian by default, or gunicorn) on a loopback port."""
+    """`otapub serve` running for real (granian by default, or gunicorn) on a loopback port.
 
-    def __init__(self, repo: Repo, workers: int = 2, env: dict | None = None, server: str = "granian"):
+    The server runs in its own session (process group), so stop() can take down whatever of it
+    is left, workers included, however the test ended; a test that never calls stop() has its
+    servers stopped when it ends (_stop_servers_left_running).
+    """
+
+    running: set[Served] = set()
+
+    def __init__(self, repo: Repo, workers: int = 2, env: dict | None = None, server: str = "granian",
+                 wait: bool = True):
         import subprocess
         import sys
         import time
@@ -234,9 +242,10 @@ class Served:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "otapub", "--config", str(repo.config_file), "serve", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(workers), "--server", server],
-            env=environ, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+            env=environ, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        Served.running.add(self)
         deadline = time.monotonic() + 20
-        while True:
+        while wait:
             try:
                 urllib.request.urlopen(self.base + "/status", timeout=1).read()
                 break
@@ -267,15 +276,54 @@ class Served:
         path = self.repo.root / (self.repo.settings.get("checkin_log") or "state/checkins.jsonl")
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM, as an operator stops a server; whatever of it still runs after timeout is killed."""
         import subprocess
 
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            pass
+        kill_group(self.proc.pid)
+        self.proc.wait()
+        Served.running.discard(self)
+
+
+def process_group(pgid: int) -> list[str]:
+    """The processes of a process group that still run a thread (so may hold files and sockets),
+    as "pid command"; a process whose threads all ended (a zombie) has let go of everything."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+            if not stat or int(stat.rpartition(")")[2].split()[2]) != pgid:  # after "pid (comm)": state ppid pgrp
+                continue
+            states = [(task / "stat").read_text().rpartition(")")[2].split()[0] for task in (entry / "task").iterdir()]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if any(state not in "ZX" for state in states):
+            members.append(f"{entry.name} {command.strip()}")
+    return members
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process of a process group that still has one."""
+    import signal
+
+    if process_group(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _stop_servers_left_running():
+    yield
+    for served in list(Served.running):
+        served.stop()
 
 
 EDGE = ROOT / "edge" / "cloudflare"
@@ -326,7 +374,9 @@ class WorkerServed(Served):
             self.base = f"http://127.0.0.1:{self.port}"
             self.proc = subprocess.Popen(
                 ["node", str(EDGE / "serve.mjs"), mode, str(repo.site), str(self.port), *extra],
-                cwd=EDGE, stdin=subprocess.PIPE, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+                cwd=EDGE, stdin=subprocess.PIPE, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+                start_new_session=True)
+            Served.running.add(self)
             deadline = time.monotonic() + 60
             while b"otapub-edge ready" not in self.log.read_bytes():
                 if self.proc.poll() is not None or time.monotonic() > deadline:
