@@ -8,13 +8,20 @@ granian's HTTP layer is Rust: on two cores it answers the device protocol about 
 fast as gunicorn's gthread workers (bench/RESULTS.md), whose own per-request cost exceeds the
 whole budget. gunicorn stays available (``--server gunicorn``) for operators who standardise
 on it; the shim is a plain WSGI application either way.
+
+Stopping: SIGTERM or SIGINT stops the main process and every worker. A worker that does not stop
+within STOP_GRACE_SECONDS is killed, and a worker dies with its main process even when that one
+is killed outright (SIGKILL, OOM), so no worker ever keeps serving, and holding the port, alone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +36,24 @@ from otapub.static_files import StartResponse
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+
+STOP_GRACE_SECONDS = 10  # a worker still running this long after SIGTERM is killed
+_MAIN_PID = "OTAPUB_SERVER_PID"  # the server's main process, for workers started from a fresh interpreter
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this (worker) process when its parent, the server's main process, dies.
+
+    Without it a worker whose main process was killed outright keeps serving and keeps the
+    listening socket it shares: the port stays taken until someone finds and kills the orphan.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("cannot tie worker %d to its main process: %s", os.getpid(), os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # the main process died before the prctl above took effect
+        os._exit(1)
 
 
 def make_app(config: Config) -> WSGIApp:
@@ -79,13 +104,21 @@ def gunicorn_options(config: Config, host: str, port: int, workers: int, threads
         "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         "proc_name": "otapub-shim",
         "control_socket_disable": True,  # gunicorn >= 24: no control socket in $HOME
+        "graceful_timeout": STOP_GRACE_SECONDS,
+        "post_fork": _gunicorn_post_fork,
     }
+
+
+def _gunicorn_post_fork(arbiter: Any, _worker: Any) -> None:
+    die_with_parent(arbiter.pid)
 
 
 def app_from_environment() -> Any:
     """WSGI app factory for server worker processes: the config comes from OTAPUB_CONFIG + OTA_SERVER_*."""
     from otapub.config import load_config
 
+    if main := os.environ.get(_MAIN_PID):
+        die_with_parent(int(main))
     return make_app(load_config(os.environ.get("OTAPUB_CONFIG") or None))
 
 
@@ -116,13 +149,37 @@ def serve(config: Config, host: str | None = None, port: int | None = None, work
         options = gunicorn_options(config, host, port, workers or min(2 * cores, 8), threads=4)
         _Gunicorn(make_app(config), options).run()
         return
-    from granian import Granian
     from granian.constants import Interfaces
 
     if config.source is not None:
         os.environ["OTAPUB_CONFIG"] = str(config.source)  # the worker processes load the same config
-    Granian("otapub.server:app_from_environment", factory=True, address=host, port=port,
+    os.environ[_MAIN_PID] = str(os.getpid())
+    _granian_server()("otapub.server:app_from_environment", factory=True, address=host, port=port,
             interface=Interfaces.WSGI, workers=workers or cores + 1,  # cores + 1: the best measured on 2 cores
             blocking_threads=2, backpressure=128,
             log_level=config.log_level.lower(), log_access=False,  # check-ins are the access log, token-free
-            respawn_failed_workers=True, websockets=False).serve()
+            respawn_failed_workers=True, websockets=False,
+            workers_kill_timeout=STOP_GRACE_SECONDS).serve()
+
+
+def _granian_server() -> type:
+    """granian's server, minus a lost-signal race that left workers serving after the server stopped.
+
+    granian forks its workers after installing the main process's SIGTERM/SIGINT handler, and a
+    worker replaces it with its own only once the app is loaded. A signal that reaches a worker in
+    between (the server being stopped while a worker starts; the admin API makes that take a
+    while) ran the inherited handler, which only flags the worker's copy of the main loop: the
+    signal was lost, the worker went on to serve, and the main process waited for it forever.
+    Such a worker now ends as the signal's default action ends a process.
+    """
+    from granian import Granian
+
+    class Server(Granian):  # type: ignore[misc,valid-type]
+        def signal_handler_interrupt(self, signum: int, *args: Any, **kwargs: Any) -> None:
+            if self.pid is not None and os.getpid() != self.pid:  # a worker not yet serving: nothing to drain
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            super().signal_handler_interrupt(signum, *args, **kwargs)
+
+    return Server

@@ -2,18 +2,21 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otapub.build import build_site
+from otapub.server import check_listen
 from otapub.shim import _REQUIRED, _fields
 from otapub.tokens import djb2_5381
-from tests.conftest import SECRET, Served, run_threads
+from tests.conftest import SECRET, Served, process_group, run_threads
 
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
@@ -39,6 +42,52 @@ def test_both_servers_answer_the_protocol_and_log_every_check(example, server):
         run_threads(burst, 4)
         lines = (example.root / "state/checkins.jsonl").read_text().splitlines()
         assert len(lines) == 101 and all(json.loads(line)["status"] == 200 for line in lines)
+    finally:
+        served.stop()
+
+
+def _admin_served(example, server: str, wait: bool) -> Served:
+    example.env["OTA_SERVER_ADMIN_API_KEY"] = "admin-key-for-tests-5b0e"  # noqa: S105 (the admin API is loaded too)
+    build_site(example.config())
+    return Served(example, workers=2, server=server, wait=wait)
+
+
+def _until(done, what: str, served: Served) -> None:
+    deadline = time.monotonic() + 30  # a bound on a hang, not a measurement
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: {process_group(served.proc.pid)}\n{served.log.read_text()}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("moment", ["starting", "serving"])
+def test_a_signal_stops_the_server_and_every_worker(example, server, signum, moment):
+    """SIGTERM/SIGINT ends `otapub serve` completely and frees its port, also while workers still load the app."""
+    served = _admin_served(example, server, wait=moment == "serving")
+    try:
+        if moment == "starting":  # both workers forked, loading the app (granian used to lose the signal)
+            _until(lambda: len(process_group(served.proc.pid)) >= 3, "the workers were not started", served)
+        else:
+            assert served.request("/admin/devices")[0] == 401  # the admin API is up in a worker
+        os.kill(served.proc.pid, signum)
+        _until(lambda: served.proc.poll() is not None, "the server did not stop", served)
+        assert process_group(served.proc.pid) == [], served.log.read_text()
+        check_listen("127.0.0.1", served.port)  # raises while anything still listens there
+    finally:
+        served.stop()
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_workers_die_with_their_main_process(example, server):
+    """A server whose main process is killed outright leaves no worker serving and holding the port."""
+    served = _admin_served(example, server, wait=True)
+    try:
+        _until(lambda: len(process_group(served.proc.pid)) >= 3, "the workers were not started", served)
+        served.proc.kill()
+        served.proc.wait()
+        _until(lambda: process_group(served.proc.pid) == [], "workers outlived their main process", served)
+        check_listen("127.0.0.1", served.port)
     finally:
         served.stop()
 
