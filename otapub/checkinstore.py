@@ -99,27 +99,104 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 # A MAC's history is read with one index seek per day there is history of.
 _DAYS = "SELECT day FROM days"
 _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
-# One batch's summary of a MAC merged into its row: ?1..?13 the columns (the batch alone), ?14/?15
-# the batch's first authenticated version and its time, ?16 whether any check-in was authenticated.
-# On the right of SET, `devices.` is the row before the update.
-_UPSERT_DEVICE = """
-INSERT INTO devices VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-ON CONFLICT (mac) DO UPDATE SET
-    first_seen = coalesce(devices.first_seen, excluded.first_seen),
-    last_check = excluded.last_check,
-    last_update = coalesce(?7, CASE WHEN ?14 IS NOT NULL AND devices.last_version IS NOT NULL
-                                    AND devices.last_version != ?14 AND otapub_newer(?14, devices.last_version)
-                               THEN ?15 ELSE devices.last_update END),
-    last_version = coalesce(excluded.last_version, devices.last_version),
-    last_target = CASE WHEN ?16 THEN excluded.last_target ELSE devices.last_target END,
-    last_decision = excluded.last_decision,
-    device_id = coalesce(excluded.device_id, devices.device_id),
-    hardware = coalesce(excluded.hardware, devices.hardware),
-    last_ip = excluded.last_ip,
-    last_client = coalesce(excluded.last_client, devices.last_client),
-    checks = devices.checks + excluded.checks,
-    auth_failures = devices.auth_failures + excluded.auth_failures
+
+
+# A fold's batch (a chunk of the log) in SQL: `seq` keeps the log's order; `auth` is whether the
+# check-in was authenticated (what an unauthenticated request claims is not news); `device_id`,
+# `hardware` are None when empty. `per_mac` is the batch summarised per MAC.
+_TEMP_SCHEMA = """
+CREATE TEMP TABLE IF NOT EXISTS batch (
+    seq INTEGER PRIMARY KEY, day, time, mac, version, target, decision, status, ip, client, device_id,
+    hardware, auth
+);
+CREATE TEMP TABLE IF NOT EXISTS per_mac (
+    mac PRIMARY KEY, first_seen, last_check, last_version, last_target, last_decision, last_update, device_id,
+    hardware, last_ip, last_client, checks, auth_failures, first_version, first_version_time, authenticated
+);
 """
+# "The last non-null X of the group, in log order": the greatest of `seq` (zero-padded) || X, minus the
+# padding. Values are compared and stored as text (the tables' columns are TEXT).
+def _last(value: str, where: str = "1") -> str:
+    return f"substr(max(CASE WHEN {where} AND {value} IS NOT NULL THEN printf('%012d', seq) || {value} END), 13)"
+
+
+_TEXT_VERSION = "auth AND typeof(version) = 'text'"
+_FOLD = (
+    # The batch per MAC (the columns of `devices`, then: the first authenticated version and its
+    # time, and whether any check-in was authenticated); last_update: the last time the version
+    # went up within the batch.
+    f"""
+    INSERT INTO temp.per_mac
+    SELECT a.mac, f.time, l.time, v.version, t.target, l.decision, u.time, a.device_id, a.hardware, l.ip,
+           a.client, a.checks, a.auth_failures, fv.version, fv.time, a.auth_last IS NOT NULL
+    FROM (SELECT mac, min(seq) AS first, max(seq) AS last, max(CASE WHEN auth THEN seq END) AS auth_last,
+                 min(CASE WHEN {_TEXT_VERSION} THEN seq END) AS first_version,
+                 max(CASE WHEN {_TEXT_VERSION} THEN seq END) AS last_version,
+                 {_last("device_id", "auth")} AS device_id, {_last("hardware", "auth")} AS hardware,
+                 {_last("nullif(client, '')")} AS client, count(*) AS checks,
+                 count(CASE WHEN decision = '{checkins.AUTH_FAILED}' THEN 1 END) AS auth_failures
+          FROM temp.batch GROUP BY mac) AS a
+    JOIN temp.batch AS f ON f.seq = a.first
+    JOIN temp.batch AS l ON l.seq = a.last
+    LEFT JOIN temp.batch AS t ON t.seq = a.auth_last
+    LEFT JOIN temp.batch AS v ON v.seq = a.last_version
+    LEFT JOIN temp.batch AS fv ON fv.seq = a.first_version
+    LEFT JOIN (SELECT mac, time, max(seq) FROM (
+                   SELECT mac, seq, time, version, lag(version) OVER (PARTITION BY mac ORDER BY seq) AS before
+                   FROM temp.batch WHERE {_TEXT_VERSION})
+               WHERE before IS NOT NULL AND version != before AND otapub_newer(version, before)
+               GROUP BY mac) AS u ON u.mac = a.mac
+    """,
+    # Merged into the MACs' rows; on the right of SET, `devices.` is the row before the update.
+    """
+    UPDATE devices SET
+        first_seen = coalesce(devices.first_seen, b.first_seen),
+        last_check = b.last_check,
+        last_update = coalesce(b.last_update,
+                               CASE WHEN b.first_version IS NOT NULL AND devices.last_version IS NOT NULL
+                                         AND devices.last_version != b.first_version
+                                         AND otapub_newer(b.first_version, devices.last_version)
+                                    THEN b.first_version_time ELSE devices.last_update END),
+        last_version = coalesce(b.last_version, devices.last_version),
+        last_target = CASE WHEN b.authenticated THEN b.last_target ELSE devices.last_target END,
+        last_decision = b.last_decision,
+        device_id = coalesce(b.device_id, devices.device_id),
+        hardware = coalesce(b.hardware, devices.hardware),
+        last_ip = b.last_ip,
+        last_client = coalesce(b.last_client, devices.last_client),
+        checks = devices.checks + b.checks,
+        auth_failures = devices.auth_failures + b.auth_failures
+    FROM temp.per_mac AS b WHERE devices.mac = b.mac
+    """,
+    f"INSERT OR IGNORE INTO devices SELECT {', '.join(_DEVICE_COLUMNS)} FROM temp.per_mac",
+    "INSERT INTO checkins SELECT coalesce(day, ''), time, mac, version, target, decision, status, ip, client "
+    "FROM temp.batch ORDER BY seq",
+    "INSERT OR IGNORE INTO days SELECT DISTINCT coalesce(day, '') FROM temp.batch",
+    # The first time each MAC reported each version (in log order: the first row wins).
+    f"INSERT OR IGNORE INTO versions SELECT mac, version, time FROM temp.batch "
+    f"WHERE {_TEXT_VERSION} AND typeof(time) = 'text' ORDER BY seq",
+    # The first offer of each target to each MAC, and what the MAC ran then.
+    f"""
+    INSERT INTO offers
+    SELECT mac, target, time, CASE WHEN typeof(version) = 'text' THEN version END FROM (
+        SELECT mac, target, time, version, min(seq) FROM temp.batch
+        WHERE auth AND decision = '{checkins.UPDATE_OFFERED}' AND typeof(target) = 'text'
+              AND typeof(time) = 'text'
+        GROUP BY mac, target)
+    WHERE 1
+    ON CONFLICT (mac, target) DO UPDATE SET first_offered = excluded.first_offered,
+        from_version = excluded.from_version WHERE excluded.first_offered < first_offered
+    """,
+    # Checks per MAC per day, and the version it reported last that day ('' for none yet).
+    f"""
+    INSERT INTO daily
+    SELECT day, mac, count(*), coalesce({_last("version", "typeof(version) = 'text'")}, '')
+    FROM temp.batch WHERE auth AND day IS NOT NULL AND typeof(time) = 'text' GROUP BY day, mac
+    ORDER BY day, mac
+    ON CONFLICT (day, mac) DO UPDATE SET checks = checks + excluded.checks,
+        version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END
+    """,
+)
 
 
 def _newer(a: str, b: str) -> bool:
@@ -162,6 +239,18 @@ def _mac(value: Any) -> str | None:
         return value  # kept as sent: auth failures by MAC show what was tried
 
 
+def _row(entry: dict[str, Any], when: Any) -> tuple[Any, ...] | None:
+    """One check-in as a row of ``temp.batch`` (None without a MAC)."""
+    mac = _mac(entry.get("mac"))
+    if mac is None:
+        return None
+    decision = entry.get("decision")
+    ip, client = ip_and_client(entry)
+    return (_day(when), when, mac, entry.get("version"), entry.get("target"), decision, entry.get("status"),
+            ip, client, entry.get("device_id") or None, entry.get("hardware") or None,
+            decision not in UNAUTHENTICATED)
+
+
 class Store:
     """One SQLite database (WAL: readers never wait for a fold)."""
 
@@ -183,6 +272,8 @@ class Store:
             if version == 0:
                 self.db.executescript(_SCHEMA)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute("PRAGMA temp_store=MEMORY")
+            self.db.executescript(_TEMP_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
         except OSError as exc:
@@ -324,95 +415,51 @@ class Store:
             cut = data.rfind(b"\n") + 1
             carry = data[cut:]
             if cut:
-                entries = []
+                rows: list[tuple[Any, ...]] = []
                 for raw in data[:cut].splitlines():
                     try:
                         entry = _loads(raw)
                     except ValueError:
                         entry = None
-                    if not isinstance(entry, dict):
+                    if type(entry) is not dict:
                         result.skipped += 1
                         continue
                     when = entry.get("time")
-                    if after is not None and isinstance(when, str) and when <= after:
-                        result.skipped += 1
-                        continue
-                    entries.append(entry)
-                    if isinstance(when, str) and (last_time is None or when > last_time):
-                        last_time = when
-                self.add(entries)
-                result.lines += len(entries)
+                    if isinstance(when, str):
+                        if after is not None and when <= after:
+                            result.skipped += 1
+                            continue
+                        if last_time is None or when > last_time:
+                            last_time = when
+                    result.lines += 1
+                    row = _row(entry, when)
+                    if row is not None:
+                        rows.append(row)
+                self._add_rows(rows)
                 offset += cut
                 result.bytes += cut
         return offset, last_time  # a partial last line (``carry``) waits for the next fold
 
     def add(self, entries: list[dict[str, Any]]) -> None:
-        """Record check-ins (oldest first) in the current transaction.
+        """Record check-ins (oldest first) in the current transaction."""
+        self._add_rows([row for row in (_row(e, e.get("time")) for e in entries) if row is not None])
 
-        One pass folds the batch per MAC (what ``Seen`` holds); one upsert per MAC merges that
-        into ``devices`` without reading the rows first. Only when the batch's first version
-        differs from the stored last one does SQLite call back into Python to compare them.
+    def _add_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Merge a batch of check-ins (``_row``'s tuples, oldest first) into the tables.
+
+        The batch goes into a temporary table in one ``executemany``; the rest is set-based
+        SQL (one statement per table), so the per-line work in Python is parsing and one tuple.
+        Only when a MAC's reported version changes does SQLite call back into Python to
+        compare versions.
         """
-        rows, versions, offers, daily = [], {}, {}, {}
-        per_mac: dict[str, list[Any]] = {}
-        for entry in entries:
-            mac = _mac(entry.get("mac"))
-            if mac is None:
-                continue
-            when, version, decision = entry.get("time"), entry.get("version"), entry.get("decision")
-            target = entry.get("target")
-            ip, client = ip_and_client(entry)
-            rows.append((_day(when) or "", when, mac, version, target, decision, entry.get("status"), ip, client))
-            m = per_mac.get(mac)
-            if m is None:  # the columns of `devices`, then: first version, its time, authenticated?
-                m = per_mac[mac] = [mac, when, when, None, None, None, None, None, None, None, None, 0, 0,
-                                    None, None, 0]
-            m[2] = when
-            m[9] = ip
-            m[10] = client or m[10]
-            m[11] += 1
-            m[5] = decision
-            if decision in UNAUTHENTICATED:  # what an unauthenticated request claims is not news
-                m[12] += decision == checkins.AUTH_FAILED
-                continue
-            m[15] = 1
-            m[4] = target
-            m[7] = entry.get("device_id") or m[7]
-            m[8] = entry.get("hardware") or m[8]
-            if isinstance(version, str):
-                if m[13] is None:
-                    m[13], m[14] = version, when
-                elif version != m[3] and _newer(version, m[3]):
-                    m[6] = when
-                m[3] = version
-                if isinstance(when, str):
-                    versions.setdefault((mac, version), when)
-            if not isinstance(when, str):
-                continue
-            day = _day(when)
-            if day is not None:
-                counted = daily.get((day, mac))
-                daily[(day, mac)] = (counted[0] + 1 if counted else 1,
-                                     version if isinstance(version, str) else (counted[1] if counted else ""))
-            if decision == checkins.UPDATE_OFFERED and isinstance(target, str):
-                offers.setdefault((mac, target), (when, version if isinstance(version, str) else None))
         if not rows:
             return
         db = self.db
-        db.executemany("INSERT INTO checkins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        db.executemany("INSERT OR IGNORE INTO days VALUES (?)", [(day,) for day in {row[0] for row in rows}])
-        db.executemany(_UPSERT_DEVICE, per_mac.values())
-        db.executemany("INSERT OR IGNORE INTO versions VALUES (?, ?, ?)",
-                       [(mac, version, when) for (mac, version), when in versions.items()])
-        db.executemany("INSERT INTO offers VALUES (?, ?, ?, ?) ON CONFLICT (mac, target) DO UPDATE "
-                       "SET first_offered = excluded.first_offered, from_version = excluded.from_version "
-                       "WHERE excluded.first_offered < first_offered",
-                       [(mac, target, when, old) for (mac, target), (when, old) in offers.items()])
-        db.executemany("INSERT INTO daily VALUES (?, ?, ?, ?) ON CONFLICT (day, mac) DO UPDATE "
-                       "SET checks = checks + excluded.checks, "
-                       "version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END",
-                       [(day, mac, n, version) for (day, mac), (n, version) in daily.items()])
-
+        db.execute("DELETE FROM temp.batch")
+        db.execute("DELETE FROM temp.per_mac")
+        db.executemany("INSERT INTO temp.batch VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        for statement in _FOLD:
+            db.execute(statement)
     def _apply_retention(self) -> None:
         if not self.retention_days:
             return
