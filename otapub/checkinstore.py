@@ -25,11 +25,12 @@ reported last that day) and ``fleet_days`` (devices per version per day, kept by
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -100,6 +101,20 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 _DAYS = "SELECT day FROM days"
 _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
 
+
+# The fleet's devices and their targets as of the last `status` (otapub.devices keeps it): `status`
+# is then one join, without loading the fleet YAML. Valid for the fleet files' fingerprint and, as
+# rollout stages open at set times, for a span of time (both in `meta`, key 'targets').
+_TARGETS_SCHEMA = "CREATE TABLE IF NOT EXISTS targets (mac TEXT PRIMARY KEY, device_id TEXT, target TEXT) WITHOUT ROWID"
+_STATUS = """
+SELECT t.mac, CASE WHEN d.mac IS NULL THEN t.device_id ELSE coalesce(nullif(t.device_id, ''), d.device_id) END, 1,
+       t.target, d.mac IS NOT NULL, d.last_decision, d.last_check, d.last_version, d.last_update, coalesce(d.checks, 0)
+FROM targets AS t LEFT JOIN devices AS d ON d.mac = t.mac
+"""
+_STRANGERS = """
+SELECT mac, device_id, 0, NULL, 1, last_decision, last_check, last_version, last_update, checks FROM devices
+WHERE mac NOT IN (SELECT mac FROM targets) ORDER BY mac
+"""
 
 # A fold's batch (a chunk of the log) in SQL: `seq` keeps the log's order; `auth` is whether the
 # check-in was authenticated (what an unauthenticated request claims is not news); `device_id`,
@@ -272,6 +287,7 @@ class Store:
             if version == 0:
                 self.db.executescript(_SCHEMA)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute(_TARGETS_SCHEMA)  # not in _SCHEMA: stores of schema 1 get it too
             self.db.execute("PRAGMA temp_store=MEMORY")
             self.db.executescript(_TEMP_SCHEMA)
         except sqlite3.DatabaseError as exc:
@@ -509,6 +525,46 @@ class Store:
         for mac, when, old in self.db.execute("SELECT mac, first_offered, from_version FROM offers WHERE target = ?",
                                               (target,)):
             yield Offer(mac, when, old)
+
+    # -- the fleet's targets, cached ----------------------------------------------------------
+
+    def targets_for(self, key: str, now: datetime) -> bool:
+        """Does ``targets`` hold the fleet of fingerprint ``key`` as it is at ``now``?"""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'targets'").fetchone()
+        if row is None:
+            return False
+        try:
+            saved = json.loads(row[0])
+            start, until = (datetime.fromisoformat(t) if t else None for t in (saved["from"], saved["until"]))
+        except (ValueError, KeyError, TypeError):
+            return False
+        return saved["key"] == key and (start is None or start <= now) and (until is None or now < until)
+
+    def save_targets(self, key: str | None, span: tuple[datetime | None, datetime | None],
+                     rows: Iterable[tuple[str, str | None, str | None]]) -> None:
+        """Replace the cached targets: (mac, device_id, target version) valid for ``key`` over ``span``
+        ([from, until), None for unbounded). ``key`` None: kept for no later call."""
+        value = json.dumps({"key": key, "from": span[0] and span[0].isoformat(),
+                            "until": span[1] and span[1].isoformat()})
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("DELETE FROM targets")
+                self.db.executemany("INSERT INTO targets VALUES (?, ?, ?)", rows)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('targets', ?)", (value,))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def status(self) -> Iterator[tuple[Any, ...]]:
+        """Per device of the cached fleet (MAC order), then per other MAC that checked in: MAC,
+        device ID, in the fleet?, target, checked in?, last decision, last check, last version,
+        last update, checks."""
+        yield from self.db.execute(_STATUS + " ORDER BY t.mac")
+        yield from self.db.execute(_STRANGERS)
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM checkins").fetchone()[0]
