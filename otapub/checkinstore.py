@@ -126,29 +126,25 @@ CREATE TEMP TABLE IF NOT EXISTS batch (
 );
 CREATE TEMP TABLE IF NOT EXISTS per_mac (
     mac PRIMARY KEY, first_seen, last_check, last_version, last_target, last_decision, last_update, device_id,
-    hardware, last_ip, last_client, checks, auth_failures, first_version, first_version_time, authenticated
+    hardware, last_ip, last_client, checks, auth_failures, first_version, first_version_time, authenticated,
+    versions
 );
 """
-# "The last non-null X of the group, in log order": the greatest of `seq` (zero-padded) || X, minus the
-# padding. Values are compared and stored as text (the tables' columns are TEXT).
-def _last(value: str, where: str = "1") -> str:
-    return f"substr(max(CASE WHEN {where} AND {value} IS NOT NULL THEN printf('%012d', seq) || {value} END), 13)"
-
-
 _TEXT_VERSION = "auth AND typeof(version) = 'text'"
 _FOLD = (
     # The batch per MAC (the columns of `devices`, then: the first authenticated version and its
-    # time, and whether any check-in was authenticated); last_update: the last time the version
-    # went up within the batch.
+    # time, whether any check-in was authenticated, how many reported a version).
     f"""
     INSERT INTO temp.per_mac
-    SELECT a.mac, f.time, l.time, v.version, t.target, l.decision, u.time, a.device_id, a.hardware, l.ip,
-           a.client, a.checks, a.auth_failures, fv.version, fv.time, a.auth_last IS NOT NULL
+    SELECT a.mac, f.time, l.time, v.version, t.target, l.decision, NULL, i.device_id, h.hardware, l.ip,
+           c.client, a.checks, a.auth_failures, fv.version, fv.time, a.auth_last IS NOT NULL, a.versions
     FROM (SELECT mac, min(seq) AS first, max(seq) AS last, max(CASE WHEN auth THEN seq END) AS auth_last,
                  min(CASE WHEN {_TEXT_VERSION} THEN seq END) AS first_version,
                  max(CASE WHEN {_TEXT_VERSION} THEN seq END) AS last_version,
-                 {_last("device_id", "auth")} AS device_id, {_last("hardware", "auth")} AS hardware,
-                 {_last("nullif(client, '')")} AS client, count(*) AS checks,
+                 count(CASE WHEN {_TEXT_VERSION} THEN 1 END) AS versions,
+                 max(CASE WHEN auth AND device_id IS NOT NULL THEN seq END) AS device_id,
+                 max(CASE WHEN auth AND hardware IS NOT NULL THEN seq END) AS hardware,
+                 max(CASE WHEN client != '' THEN seq END) AS client, count(*) AS checks,
                  count(CASE WHEN decision = '{checkins.AUTH_FAILED}' THEN 1 END) AS auth_failures
           FROM temp.batch GROUP BY mac) AS a
     JOIN temp.batch AS f ON f.seq = a.first
@@ -156,11 +152,19 @@ _FOLD = (
     LEFT JOIN temp.batch AS t ON t.seq = a.auth_last
     LEFT JOIN temp.batch AS v ON v.seq = a.last_version
     LEFT JOIN temp.batch AS fv ON fv.seq = a.first_version
-    LEFT JOIN (SELECT mac, time, max(seq) FROM (
-                   SELECT mac, seq, time, version, lag(version) OVER (PARTITION BY mac ORDER BY seq) AS before
-                   FROM temp.batch WHERE {_TEXT_VERSION})
-               WHERE before IS NOT NULL AND version != before AND otapub_newer(version, before)
-               GROUP BY mac) AS u ON u.mac = a.mac
+    LEFT JOIN temp.batch AS i ON i.seq = a.device_id
+    LEFT JOIN temp.batch AS h ON h.seq = a.hardware
+    LEFT JOIN temp.batch AS c ON c.seq = a.client
+    """,
+    # last_update: the last time the version went up within the batch (MACs that reported two or more).
+    f"""
+    UPDATE temp.per_mac SET last_update = u.time
+    FROM (SELECT mac, time, max(seq) FROM (
+              SELECT mac, seq, time, version, lag(version) OVER (PARTITION BY mac ORDER BY seq) AS before
+              FROM temp.batch WHERE {_TEXT_VERSION} AND mac IN (SELECT mac FROM temp.per_mac WHERE versions > 1))
+          WHERE before IS NOT NULL AND version != before AND otapub_newer(version, before)
+          GROUP BY mac) AS u
+    WHERE per_mac.mac = u.mac
     """,
     # Merged into the MACs' rows; on the right of SET, `devices.` is the row before the update.
     """
@@ -205,9 +209,11 @@ _FOLD = (
     # Checks per MAC per day, and the version it reported last that day ('' for none yet).
     f"""
     INSERT INTO daily
-    SELECT day, mac, count(*), coalesce({_last("version", "typeof(version) = 'text'")}, '')
-    FROM temp.batch WHERE auth AND day IS NOT NULL AND typeof(time) = 'text' GROUP BY day, mac
-    ORDER BY day, mac
+    SELECT a.day, a.mac, a.checks, coalesce(v.version, '') FROM (
+        SELECT day, mac, count(*) AS checks, max(CASE WHEN typeof(version) = 'text' THEN seq END) AS version
+        FROM temp.batch WHERE auth AND day IS NOT NULL GROUP BY day, mac) AS a
+    LEFT JOIN temp.batch AS v ON v.seq = a.version
+    ORDER BY a.day, a.mac
     ON CONFLICT (day, mac) DO UPDATE SET checks = checks + excluded.checks,
         version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END
     """,
