@@ -213,7 +213,7 @@ _FOLD = (
         SELECT day, mac, count(*) AS checks, max(CASE WHEN typeof(version) = 'text' THEN seq END) AS version
         FROM temp.batch WHERE auth AND day IS NOT NULL GROUP BY day, mac) AS a
     LEFT JOIN temp.batch AS v ON v.seq = a.version
-    ORDER BY a.day, a.mac
+    WHERE 1  -- (rows come in (day, MAC) order from the GROUP BY; `WHERE` ends the join for the parser)
     ON CONFLICT (day, mac) DO UPDATE SET checks = checks + excluded.checks,
         version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END
     """,
