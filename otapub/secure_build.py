@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ if TYPE_CHECKING:  # the renderer's and the checks' output come in; neither modu
 
 log = logging.getLogger(__name__)
 
+_COMMIT = re.compile(r"[0-9a-f]{7,64}")
 STATE_FILE = "security.json"
 STATE_FORMAT = 1
 
@@ -193,7 +195,9 @@ class SecureBuild:
         token = DeviceTokens(config.secret("the answers' paths derive from it"), config.token_scheme).canonical
         devices = fleet.devices
         commit = record.get("source_commit")
-        if isinstance(commit, str) and commit:
+        if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
+            commit = None  # a host's text never reaches git's command line unless it is a commit id
+        if commit is not None:
             previous = _fleet_at(self.config, commit, base)
             devices = {mac: previous[mac] for mac in devices if mac in previous}
         wanted = {answer_path(token(device), device.mac12): mac for mac, device in devices.items()}
