@@ -24,6 +24,7 @@ reported last that day) and ``fleet_days`` (devices per version per day, kept by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -316,18 +317,24 @@ class Store:
         """Add the lines of ``log_path`` not folded yet (see the module doc)."""
         name = name or str(log_path)
         result = FoldResult()
+        with self._transaction():  # two folds at once: the second waits, then has nothing to do
+            self._fold_locked(log_path, name, result)
+            self._apply_retention()
+        return result
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A write transaction, taken at once (writers queue for it); a database error as StoreError."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")  # two folds at once: the second waits, then has nothing to do
+            self.db.execute("BEGIN IMMEDIATE")
             try:
-                self._fold_locked(log_path, name, result)
-                self._apply_retention()
+                yield
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from None
-        return result
 
     def _fold_locked(self, log_path: Path, name: str, result: FoldResult) -> None:
         row = self.db.execute("SELECT dev, ino, offset, head, head_len, last_time, folded_ns FROM sources "
@@ -552,18 +559,10 @@ class Store:
         ([from, until), None for unbounded). ``key`` None: kept for no later call."""
         value = json.dumps({"key": key, "from": span[0] and span[0].isoformat(),
                             "until": span[1] and span[1].isoformat()})
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.execute("DELETE FROM targets")
-                self.db.executemany("INSERT INTO targets VALUES (?, ?, ?)", rows)
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('targets', ?)", (value,))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: {exc}") from None
+        with self._transaction():
+            self.db.execute("DELETE FROM targets")
+            self.db.executemany("INSERT INTO targets VALUES (?, ?, ?)", rows)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('targets', ?)", (value,))
 
     def status(self) -> Iterator[tuple[Any, ...]]:
         """Per device of the cached fleet (MAC order), then per other MAC that checked in: MAC,
