@@ -25,6 +25,7 @@ reported last that day) and ``fleet_days`` (devices per version per day, kept by
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -221,6 +222,7 @@ _FOLD = (
 )
 
 
+@functools.lru_cache(maxsize=4096)  # a fleet reports few versions: a fold compares the same pairs again and again
 def _newer(a: str, b: str) -> bool:
     try:
         return parse_version(a) > parse_version(b)
