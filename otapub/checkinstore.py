@@ -108,14 +108,17 @@ _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in
 # is then one join, without loading the fleet YAML. Valid for the fleet files' fingerprint and, as
 # rollout stages open at set times, for a span of time (both in `meta`, key 'targets').
 _TARGETS_SCHEMA = "CREATE TABLE IF NOT EXISTS targets (mac TEXT PRIMARY KEY, device_id TEXT, target TEXT) WITHOUT ROWID"
+# {state}: the state's SQL (`otapub.devices` names them), of `d`, the MAC's row in `devices`.
 _STATUS = """
-SELECT t.mac, CASE WHEN d.mac IS NULL THEN t.device_id ELSE coalesce(nullif(t.device_id, ''), d.device_id) END, 1,
-       t.target, d.mac IS NOT NULL, d.last_decision, d.last_check, d.last_version, d.last_update, coalesce(d.checks, 0)
-FROM targets AS t LEFT JOIN devices AS d ON d.mac = t.mac
+SELECT t.mac, CASE WHEN d.mac IS NULL THEN t.device_id ELSE coalesce(nullif(t.device_id, ''), d.device_id) END,
+       t.target, CASE WHEN d.mac IS NULL THEN 'never seen' ELSE {state} END, d.last_check, d.last_version,
+       d.last_update, coalesce(d.checks, 0)
+FROM targets AS t LEFT JOIN devices AS d ON d.mac = t.mac ORDER BY t.mac
 """
 _STRANGERS = """
-SELECT mac, device_id, 0, NULL, 1, last_decision, last_check, last_version, last_update, checks FROM devices
-WHERE mac NOT IN (SELECT mac FROM targets) ORDER BY mac
+SELECT d.mac, d.device_id, NULL, 'not in fleet (' || {state} || ')', d.last_check, d.last_version, d.last_update,
+       d.checks
+FROM devices AS d WHERE d.mac NOT IN (SELECT mac FROM targets) ORDER BY d.mac
 """
 
 # A fold's batch (a chunk of the log) in SQL: `seq` keeps the log's order; `auth` is whether the
@@ -566,12 +569,16 @@ class Store:
             self.db.executemany("INSERT INTO targets VALUES (?, ?, ?)", rows)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('targets', ?)", (value,))
 
-    def status(self) -> Iterator[tuple[Any, ...]]:
-        """Per device of the cached fleet (MAC order), then per other MAC that checked in: MAC,
-        device ID, in the fleet?, target, checked in?, last decision, last check, last version,
-        last update, checks."""
-        yield from self.db.execute(_STATUS + " ORDER BY t.mac")
-        yield from self.db.execute(_STRANGERS)
+    def status(self, states: dict[str, str]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The devices of the cached fleet (MAC order), and the other MACs that checked in: MAC,
+        device ID, target, state, last check, last version, last update, checks. The state: the
+        last decision named by ``states`` (else as it is, else 'unknown'), or 'never seen'."""
+        names = " ".join("WHEN ? THEN ?" for _ in states)
+        state = f"coalesce(CASE d.last_decision {names} END, nullif(d.last_decision, ''), 'unknown')" if states else \
+            "coalesce(nullif(d.last_decision, ''), 'unknown')"
+        params = [value for pair in states.items() for value in pair]
+        return (self.db.execute(_STATUS.format(state=state), params).fetchall(),
+                self.db.execute(_STRANGERS.format(state=state), params).fetchall())
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM checkins").fetchone()[0]

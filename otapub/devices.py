@@ -194,7 +194,9 @@ def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetim
     if fleet is None and seen is None:  # the common case (`otapub status`): one join in the store
         with folded(config, extra_logs) as store:
             _cache_targets(config, store, now)
-            return [_status(*row) for row in store.status()]
+            members, strangers = store.status(STATES)
+        return [DeviceStatus(mac, device_id, True, *rest) for mac, device_id, *rest in members] + \
+            [DeviceStatus(mac, device_id, False, *rest) for mac, device_id, *rest in strangers]
     fleet = fleet or load_fleet(config.path("fleet_dir"), config.root)
     targets = resolve_targets(fleet, now)
     if seen is None:
@@ -225,18 +227,6 @@ def _cache_targets(config: Config, store: Store, now: datetime) -> None:
     # A file changed within the file system's timestamp granularity may change again unseen.
     settled = time.time_ns() - newest >= RACY_NS
     store.save_targets(key if settled else None, validity(fleet.rollouts.values(), now), rows)
-
-
-def _status(mac: str, device_id: str | None, in_fleet: int, target: str | None, seen: int, decision: str | None,
-            last_check: str | None, last_version: str | None, last_update: str | None,
-            checks: int) -> DeviceStatus:
-    """A row of ``Store.status`` as _row makes it."""
-    if not seen:
-        return DeviceStatus(mac, device_id, True, target, "never seen", None, None, None, 0)
-    state = STATES.get(decision or "", decision or "unknown")
-    if not in_fleet:
-        state = f"not in fleet ({state})"
-    return DeviceStatus(mac, device_id, bool(in_fleet), target, state, last_check, last_version, last_update, checks)
 
 
 def _row(mac: str, device_id: str | None, in_fleet: bool, target: str | None,

@@ -84,7 +84,9 @@ def test_status_targets_follow_fleet_edits_and_stage_times(example):
     """`status` keeps the fleet's targets in the store; an edit or a stage opening is seen at once."""
     from datetime import datetime, timezone
 
+    from otapub.checkinstore import folded
     from otapub.devices import fleet_status
+    from otapub.fleet import load_fleet
 
     def settle():  # files changed within the last seconds are not trusted by their mtime: age them
         for path in (example.root / "fleet").iterdir():
@@ -123,8 +125,15 @@ def test_status_targets_follow_fleet_edits_and_stage_times(example):
     rows = fleet_status(example.config(), now=before)
     assert [(r.mac, r.device_id, r.target, r.state) for r in rows] == [
         ("AA:BB:CC:DD:EE:FF", "PanicAlarm_EEFF", "1.3.7", "never seen")]
-    log_lines(example, entry("2026-11-01T00:00:00Z", "11:22:33:44:55:66", "1.3.7", "up_to_date"))
+    log_lines(example, entry("2026-11-01T00:00:00Z", "11:22:33:44:55:66", "1.3.7", "up_to_date"),
+              entry("2026-11-01T00:00:01Z", "AA:BB:CC:DD:EE:FF", "1.3.7", "rebooting"),
+              entry("2026-11-01T00:00:02Z", "AA:BB:CC:00:00:02", "1.3.7", None))
     rows = fleet_status(example.config(), now=before)
     assert [(r.mac, r.in_fleet, r.device_id, r.state, r.checks) for r in rows] == [
-        ("AA:BB:CC:DD:EE:FF", True, "PanicAlarm_EEFF", "never seen", 0),
-        ("11:22:33:44:55:66", False, "dev", "not in fleet (up to date)", 1)]
+        ("AA:BB:CC:DD:EE:FF", True, "PanicAlarm_EEFF", "rebooting", 1),
+        ("11:22:33:44:55:66", False, "dev", "not in fleet (up to date)", 1),
+        ("AA:BB:CC:00:00:02", False, "dev", "not in fleet (unknown)", 1)]
+    with folded(example.config()) as store:  # the same rows as from the fleet's YAML
+        seen = store.devices()
+    assert rows == fleet_status(example.config(), now=before, fleet=load_fleet(example.root / "fleet", example.root),
+                                seen=seen)
