@@ -123,7 +123,7 @@ FROM devices AS d WHERE d.mac NOT IN (SELECT mac FROM targets) ORDER BY d.mac
 
 # A fold's batch (a chunk of the log) in SQL: `seq` keeps the log's order; `auth` is whether the
 # check-in was authenticated (what an unauthenticated request claims is not news); `device_id`,
-# `hardware` are None when empty. `per_mac` is the batch summarised per MAC.
+# `hardware` are None when empty. `per_mac` is the batch summarised per MAC, `per_day` per day and MAC.
 _TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS batch (
     seq INTEGER PRIMARY KEY, day, time, mac, version, target, decision, status, ip, client, device_id,
@@ -131,45 +131,41 @@ CREATE TEMP TABLE IF NOT EXISTS batch (
 );
 CREATE TEMP TABLE IF NOT EXISTS per_mac (
     mac PRIMARY KEY, first_seen, last_check, last_version, last_target, last_decision, last_update, device_id,
-    hardware, last_ip, last_client, checks, auth_failures, first_version, first_version_time, authenticated,
-    versions
+    hardware, last_ip, last_client, checks, auth_failures, first_version, first_version_time, authenticated
 );
+CREATE TEMP TABLE IF NOT EXISTS per_day (day, mac, checks, version, PRIMARY KEY (day, mac)) WITHOUT ROWID;
 """
 _TEXT_VERSION = "auth AND typeof(version) = 'text'"
 _FOLD = (
     # The batch per MAC (the columns of `devices`, then: the first authenticated version and its
-    # time, whether any check-in was authenticated, how many reported a version).
+    # time, whether any check-in was authenticated): each check-in, in log order, merged into its
+    # MAC's row (an upsert per row: no sort). On the right of SET, `per_mac.` is the row so far.
     f"""
     INSERT INTO temp.per_mac
-    SELECT a.mac, f.time, l.time, v.version, t.target, l.decision, NULL, i.device_id, h.hardware, l.ip,
-           c.client, a.checks, a.auth_failures, fv.version, fv.time, a.auth_last IS NOT NULL, a.versions
-    FROM (SELECT mac, min(seq) AS first, max(seq) AS last, max(CASE WHEN auth THEN seq END) AS auth_last,
-                 min(CASE WHEN {_TEXT_VERSION} THEN seq END) AS first_version,
-                 max(CASE WHEN {_TEXT_VERSION} THEN seq END) AS last_version,
-                 count(CASE WHEN {_TEXT_VERSION} THEN 1 END) AS versions,
-                 max(CASE WHEN auth AND device_id IS NOT NULL THEN seq END) AS device_id,
-                 max(CASE WHEN auth AND hardware IS NOT NULL THEN seq END) AS hardware,
-                 max(CASE WHEN client != '' THEN seq END) AS client, count(*) AS checks,
-                 count(CASE WHEN decision = '{checkins.AUTH_FAILED}' THEN 1 END) AS auth_failures
-          FROM temp.batch GROUP BY mac) AS a
-    JOIN temp.batch AS f ON f.seq = a.first
-    JOIN temp.batch AS l ON l.seq = a.last
-    LEFT JOIN temp.batch AS t ON t.seq = a.auth_last
-    LEFT JOIN temp.batch AS v ON v.seq = a.last_version
-    LEFT JOIN temp.batch AS fv ON fv.seq = a.first_version
-    LEFT JOIN temp.batch AS i ON i.seq = a.device_id
-    LEFT JOIN temp.batch AS h ON h.seq = a.hardware
-    LEFT JOIN temp.batch AS c ON c.seq = a.client
-    """,
-    # last_update: the last time the version went up within the batch (MACs that reported two or more).
-    f"""
-    UPDATE temp.per_mac SET last_update = u.time
-    FROM (SELECT mac, time, max(seq) FROM (
-              SELECT mac, seq, time, version, lag(version) OVER (PARTITION BY mac ORDER BY seq) AS before
-              FROM temp.batch WHERE {_TEXT_VERSION} AND mac IN (SELECT mac FROM temp.per_mac WHERE versions > 1))
-          WHERE before IS NOT NULL AND version != before AND otapub_newer(version, before)
-          GROUP BY mac) AS u
-    WHERE per_mac.mac = u.mac
+    SELECT mac, time, time, CASE WHEN {_TEXT_VERSION} THEN version END, CASE WHEN auth THEN target END, decision,
+           NULL, CASE WHEN auth THEN device_id END, CASE WHEN auth THEN hardware END, ip, nullif(client, ''), 1,
+           decision IS '{checkins.AUTH_FAILED}', CASE WHEN {_TEXT_VERSION} THEN version END,
+           CASE WHEN {_TEXT_VERSION} THEN time END, auth
+    FROM temp.batch WHERE 1 ORDER BY seq
+    ON CONFLICT (mac) DO UPDATE SET
+        last_check = excluded.last_check,
+        last_update = CASE WHEN excluded.last_version IS NOT NULL AND per_mac.last_version IS NOT NULL
+                                AND excluded.last_version != per_mac.last_version
+                                AND otapub_newer(excluded.last_version, per_mac.last_version)
+                           THEN excluded.last_check ELSE per_mac.last_update END,
+        last_version = coalesce(excluded.last_version, per_mac.last_version),
+        last_target = CASE WHEN excluded.authenticated THEN excluded.last_target ELSE per_mac.last_target END,
+        last_decision = excluded.last_decision,
+        device_id = coalesce(excluded.device_id, per_mac.device_id),
+        hardware = coalesce(excluded.hardware, per_mac.hardware),
+        last_ip = excluded.last_ip,
+        last_client = coalesce(excluded.last_client, per_mac.last_client),
+        checks = per_mac.checks + 1,
+        auth_failures = per_mac.auth_failures + excluded.auth_failures,
+        first_version_time = CASE WHEN per_mac.first_version IS NULL THEN excluded.first_version_time
+                                  ELSE per_mac.first_version_time END,
+        first_version = coalesce(per_mac.first_version, excluded.first_version),
+        authenticated = max(per_mac.authenticated, excluded.authenticated)
     """,
     # Merged into the MACs' rows; on the right of SET, `devices.` is the row before the update.
     """
@@ -211,14 +207,17 @@ _FOLD = (
     ON CONFLICT (mac, target) DO UPDATE SET first_offered = excluded.first_offered,
         from_version = excluded.from_version WHERE excluded.first_offered < first_offered
     """,
-    # Checks per MAC per day, and the version it reported last that day ('' for none yet).
-    f"""
-    INSERT INTO daily
-    SELECT a.day, a.mac, a.checks, coalesce(v.version, '') FROM (
-        SELECT day, mac, count(*) AS checks, max(CASE WHEN typeof(version) = 'text' THEN seq END) AS version
-        FROM temp.batch WHERE auth AND day IS NOT NULL GROUP BY day, mac) AS a
-    LEFT JOIN temp.batch AS v ON v.seq = a.version
-    WHERE 1  -- (rows come in (day, MAC) order from the GROUP BY; `WHERE` ends the join for the parser)
+    # Checks per MAC per day, and the version it reported last that day ('' for none yet): the batch's
+    # (an upsert per row, in log order), then merged into `daily` in its key's order.
+    """
+    INSERT INTO temp.per_day
+    SELECT day, mac, 1, CASE WHEN typeof(version) = 'text' THEN version END FROM temp.batch
+    WHERE auth AND day IS NOT NULL ORDER BY seq
+    ON CONFLICT (day, mac) DO UPDATE SET checks = per_day.checks + 1,
+        version = coalesce(excluded.version, per_day.version)
+    """,
+    """
+    INSERT INTO daily SELECT day, mac, checks, coalesce(version, '') FROM temp.per_day WHERE 1 ORDER BY day, mac
     ON CONFLICT (day, mac) DO UPDATE SET checks = checks + excluded.checks,
         version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END
     """,
@@ -491,6 +490,7 @@ class Store:
         db = self.db
         db.execute("DELETE FROM temp.batch")
         db.execute("DELETE FROM temp.per_mac")
+        db.execute("DELETE FROM temp.per_day")
         db.executemany("INSERT INTO temp.batch VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         for statement in _FOLD:
             db.execute(statement)
