@@ -158,7 +158,7 @@ NJS_HTTP = """\
     js_path {njs};
     js_import otapub from otapub_check.js;
     js_var $otapub_decision;
-    log_format checkin escape=json '{{"time":"$time_iso8601","client":"$remote_addr","mac":"$arg_mac",'
+    log_format checkin escape=json '{{"time":"$time_iso8601","ip":"$remote_addr","client":"seed","mac":"$arg_mac",'
                                    '"device_id":"$arg_device_id","hardware":"$arg_hardware",'
                                    '"version":"$arg_version","decision":"$otapub_decision","status":$status}}';
 """

@@ -51,8 +51,8 @@ _TEXT_FIELDS = ("mac_address", "device_id", "hardware_version", "hardware", "tar
                 "checksum", "release")
 # Read-only fields of a device view: accepted and ignored, so a client may PUT back what it GOT.
 _IGNORED = frozenset({"last_check", "last_update", "last_version", "last_decision", "checks", "sha256", "size",
-                      "pinned_by", "token_scheme", "declared_in", "first_seen", "last_ip", "last_client",
-                      "versions_first_reported", "checks_per_day"})
+                      "pinned_by", "token_scheme", "clients", "declared_in", "first_seen", "last_ip",
+                      "last_client", "versions_first_reported", "checks_per_day"})
 _TARGET_FIELDS = ("release", "target_version", "firmware_url")
 
 StartResponse = Callable[..., Any]

@@ -20,6 +20,7 @@ from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import firmware_url
 from otapub.inspection import answer_fields
+from otapub.layout import is_answer_path
 from otapub.signing import (
     KEYS_FILE,
     SIGNATURE_MEMBER,
@@ -148,6 +149,11 @@ def _tokens(config: Config, fleet: Any, report: Report) -> None:
                    "(docs/security.md); migrate them to hmac-sha256", forgeable)
     elif fleet.devices:
         report.add(OK, "djb2-tokens", f"all {len(fleet.devices)} device(s) use per-device hmac-sha256 tokens")
+    clients = Counter(client for d in fleet.devices.values() for client in d.clients)
+    report.facts["clients"] = dict(sorted(clients.items()))
+    if fleet.devices:
+        report.add(OK, "clients", "devices per update client: " + ", ".join(f"{name} {n}" for name, n in
+                                                                          sorted(clients.items())))
     if config.token_scheme in FORGEABLE_SCHEMES:
         report.add(WARNING, "default-scheme", f"token_scheme (the default for devices that name none) is "
                                               f"{config.token_scheme}; set it to hmac-sha256 for new fleets")
@@ -233,8 +239,8 @@ def _published(config: Config, now: datetime, keyid: str, report: Report) -> Non
     earliest: datetime | None = None
     for dirpath, _dirs, names in os.walk(site / "d"):
         for name in names:
-            if not name.endswith(".json"):
-                continue
+            if not is_answer_path(os.path.relpath(os.path.join(dirpath, name), site)) or not name.endswith(".json"):
+                continue  # a client's manifest (otapub.clients) is in the client's format, not signed
             try:
                 data = Path(dirpath, name).read_bytes()
                 expires = json.loads(data).get("expires") if SIGNATURE_MEMBER in data else None

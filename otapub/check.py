@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from otapub.clients import DEFAULT_CLIENTS, ManifestTarget, client_problem
 from otapub.config import Config
 from otapub.errors import Problem, ValidationError
-from otapub.firmware import DigestCache, Digests
+from otapub.firmware import DigestCache, Digests, firmware_url
 from otapub.fleet import load_fleet
 from otapub.inspection import ImageCache, ImageFacts, inspect_releases, release_chips
 from otapub.model import Fleet
@@ -85,12 +86,17 @@ def check_fleet(config: Config, now: datetime | None = None, cache: DigestCache 
     except ValidationError as exc:
         digests, problems = {}, list(exc.problems)
     facts, image_problems = inspect_releases(fleet, images or ImageCache(), digests)
-    rules = Rules(fleet, now, release_chips(fleet, facts))
+    chips = release_chips(fleet, facts)
+    rules = Rules(fleet, now, chips)
     problems += image_problems + compatibility_problems(rules)
     if problems:
         raise ValidationError(problems)
+    targets = resolve(rules)
+    problems += client_problems(config, fleet, targets, digests, chips)
+    if problems:
+        raise ValidationError(problems)
     valid_from, valid_until = validity(fleet.rollouts.values(), now)
-    return Checked(fleet, digests, facts, resolve(rules), valid_from, valid_until)
+    return Checked(fleet, digests, facts, targets, valid_from, valid_until)
 
 
 def check_site(config: Config, now: datetime | None = None, cache: DigestCache | None = None,
@@ -103,3 +109,21 @@ def check_site(config: Config, now: datetime | None = None, cache: DigestCache |
     checked = check_fleet(config, now, cache, images, fleet)
     check_rollback(config, checked, extra_floors)
     return checked
+
+
+def client_problems(config: Config, fleet: Fleet, targets: dict[str, Target], digests: dict[str, Digests],
+                    chips: dict[str, str | None]) -> list[Problem]:
+    """Devices whose declared clients (otapub.clients) cannot be given their target."""
+    problems: list[Problem] = []
+    for mac, device in fleet.devices.items():
+        if device.clients == DEFAULT_CLIENTS:
+            continue
+        release = targets[mac].release
+        target = None
+        if release is not None:
+            url = firmware_url(config.base_url, release, digests[release.name]) or ""
+            target = ManifestTarget.of(release, url, digests[release.name], chips.get(release.name))
+        problem = client_problem(device, target)
+        if problem is not None:
+            problems.append(problem)
+    return problems

@@ -29,6 +29,11 @@ HARDWARE_MISMATCH = "hardware_mismatch"
 NO_TARGET = "no_target"
 AUTH_FAILED = "auth_failed"
 BAD_REQUEST = "bad_request"
+# Decisions of the other clients (otapub.clients).
+NO_SPACE = "no_space"  # HTTPUpdate: the image is larger than the free space the device reports
+CLIENT_NOT_DECLARED = "client_not_declared"  # the device's `client:` does not list the protocol it used
+ANSWER_SERVED = "answer_served"  # client idf read its answer (it compares versions itself)
+MANIFEST_SERVED = "manifest_served"  # esp32fota / esphome fetched their static manifest
 
 
 def utc_now() -> str:

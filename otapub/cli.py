@@ -101,6 +101,29 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Context(config_path)
 
 
+@main.command("init")
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--package", "requirement", metavar="REQUIREMENT",
+              help="The pip requirement CI installs otapub from, written to requirements.txt (default: this "
+                   "otapub, pinned: the git commit or https archive pip installed, or its version from an index).")
+@handle_errors
+def init_command(directory: Path, requirement: str | None) -> None:
+    """Create a new fleet repository in DIRECTORY (default: here); never overwrites a file.
+
+    It holds an example fleet (fleet/, firmware/ with a generated example image), config.json
+    (no secrets), .gitignore, requirements.txt, the GitHub workflows (check and plan pull
+    requests, publish to GitHub Pages) and a README. It passes `otapub check` at once.
+    """
+    from otapub.scaffold import init_repository, installed_requirement
+
+    done = init_repository(directory, requirement if requirement is not None else installed_requirement())
+    click.echo(f"created {len(done.files)} files in {directory}:")
+    for name in done.files:
+        click.echo(f"  {name}")
+    click.echo(f"CI installs {done.requirement} (requirements.txt)\n"
+               f"next: cd {directory} && git init && otapub check; then see README.md")
+
+
 @main.command()
 @click.option("--now", metavar="TIME", help="Evaluate time-based rollout stages at TIME (ISO 8601, UTC); "
               "signed answers still expire relative to the real clock.")
@@ -131,12 +154,17 @@ def check(ctx: Context, now: str | None) -> None:
 @click.argument("mac")
 @click.option("--scheme", help="Token scheme (default: the device's in the fleet, else the config's token_scheme).")
 @click.option("--canonical", is_flag=True, help="Print the canonical form (the site's path key), not the wire form.")
+@click.option("--urls", is_flag=True, help="Print where each of the device's clients (fleet YAML `client:`) is "
+                                           "pointed: URL and header (docs/clients.md).")
 @pass_ctx
 @handle_errors
-def token(ctx: Context, mac: str, scheme: str | None, canonical: bool) -> None:
+def token(ctx: Context, mac: str, scheme: str | None, canonical: bool, urls: bool) -> None:
     """Print the X-Device-Auth token a device must send."""
-    from otapub.devices import token_for
+    from otapub.devices import client_urls_for, token_for
 
+    if urls:
+        click.echo("\n".join(client_urls_for(ctx.config, mac)))
+        return
     click.echo(token_for(ctx.config, mac, scheme, canonical))
 
 
@@ -528,7 +556,7 @@ def provision(ctx: Context, mac: str, fmt: str) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the private key to this new file (mode 0600, outside the repository and the site); "
+              help="Write the private key to this new file (mode 0600; refused inside any git work tree or the site); "
                    "without it, the private key goes to standard output only.")
 @pass_ctx
 @handle_errors
@@ -552,7 +580,7 @@ def keygen(ctx: Context, out: Path | None) -> None:
 @click.option("--keys", "keys_file", type=click.File("rb"), help="Trusted keys: a keys.json (as the site publishes).")
 @click.option("--public-key", "public_keys", multiple=True,
               help="A trusted public key: 64 hex digits or base64 (repeatable).")
-@click.option("--mac", help="The device the answer must be for.")
+@click.option("--mac", help="The device the answer must be for (required: a device rejects another's answer).")
 @click.option("--min-version", type=click.IntRange(0), help="Reject a manifest_version below this (the highest "
                                                              "the device has seen).")
 @click.option("--min-secure-version", type=click.IntRange(0),
@@ -573,8 +601,11 @@ def verify(answer: Any, keys_file: Any, public_keys: tuple[str, ...], mac: str |
         keys[key_id(raw)] = raw
     if not keys:
         raise SigningError("give the trusted keys: --keys keys.json or --public-key KEY")
+    if mac is None:  # "ok" must mean what a device checks, and a device checks that the answer is its own
+        raise click.UsageError("give --mac MAC, the device the answer must be for: a device rejects an answer "
+                               "for another MAC, so an answer is only verified against one")
     try:
-        device = normalize_mac(mac) if mac is not None else None
+        device = normalize_mac(mac)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--mac") from None
     found = verify_answer(answer.read(), keys, parse_now(now), device, min_version, min_secure_version)

@@ -92,6 +92,7 @@ class Views:
             "pinned_by": "target_version" if device.target_version is not None else
                          ("release" if device.release is not None else None),
             "token_scheme": scheme_of(device, self.config.token_scheme),
+            "clients": list(device.clients),  # the update clients it speaks (docs/clients.md)
             "declared_in": f"{device.pos.file}:{device.pos.line}",
             "last_check": seen.last_check if seen else None,
             "last_update": seen.last_update if seen else None,
@@ -136,6 +137,23 @@ def token_for(config: Config, mac: str, scheme: str | None = None, canonical: bo
         raise OtapubError(str(exc)) from None
     tokens = DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme)
     return tokens.for_mac(mac12(key), scheme, canonical)
+
+
+def client_urls_for(config: Config, mac: str) -> list[str]:
+    """`otapub token --urls`: where each of the device's clients is pointed (otapub.clients)."""
+    from otapub.clients import DEFAULT_CLIENTS, client_urls
+
+    try:
+        key = normalize_mac(mac)
+    except ValueError as exc:
+        raise OtapubError(str(exc)) from None
+    device = load(config).devices.get(key)
+    scheme = device.token_scheme if device is not None else None
+    tokens = DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme)
+    digits = mac12(key)
+    return client_urls(config.base_url or "<base_url>", digits, tokens.for_mac(digits, scheme),
+                       tokens.for_mac(digits, scheme, canonical=False),
+                       device.clients if device is not None else DEFAULT_CLIENTS)
 
 
 def explain_device(config: Config, mac: str, now: datetime | None = None) -> Explanation:

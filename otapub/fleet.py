@@ -12,7 +12,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from otapub.chips import CHIPS, known_chip
+from otapub.chips import KNOWN_CHIPS, known_chip
+from otapub.clients import CLIENTS
 from otapub.errors import Problem, ValidationError
 from otapub.located import Map, Pos, Seq
 from otapub.mac import mac12 as to_mac12
@@ -26,10 +27,12 @@ from otapub.yamlsource import YAMLProblem, fleet_files, load_yaml, read_yaml
 TOP_LEVEL = ("releases", "devices", "groups", "channels", "rollouts")
 RESERVED: tuple[str, ...] = ()
 RELEASE_KEYS = ("version", "file", "url", "md5", "sha256", "size", "hardware", "chip", "version_source",
-                "allow_downgrade", "secure_version", "allow_secure_version_rollback")
+                "allow_downgrade", "secure_version", "allow_secure_version_rollback", "release_url")
+# Set on a device, or on a group for its members (these two are assignments, not selectors).
+CLIENT_KEYS = ("client", "firmware_type")
 DEVICE_KEYS = ("device_id", "hardware", "release", "target_version", "token_scheme", "channel", "chip",
-               "allow_downgrade", "allow_secure_version_rollback")
-GROUP_KEYS = ("members", *SELECTOR_FIELDS)
+               "allow_downgrade", "allow_secure_version_rollback", *CLIENT_KEYS)
+GROUP_KEYS = ("members", *SELECTOR_FIELDS, *CLIENT_KEYS)
 ROLLOUT_KEYS = ("release", "to", "stages", "paused", "priority", "halt_if", "advance_after", "halted")
 HALT_KEYS = ("failed_percent", "min_devices", "grace_hours", "silent_hours")
 ADVANCE_KEYS = ("updated_percent",)
@@ -39,6 +42,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _URL = re.compile(r"https?://[^\s/]+/\S*")
+_FIRMWARE_TYPE = re.compile(r"[!-~]{1,64}")
 _CANONICAL_MAC = re.compile(r"(?:[0-9A-F]{2}:){5}[0-9A-F]{2}")
 _DEVICE_KEY_SET = frozenset(DEVICE_KEYS)
 
@@ -163,6 +167,9 @@ def _parse_release(name: str, entry: Any, pos: Pos, root: Path, out: _Collector)
         release.allow_secure_version_rollback = _flag(entry["allow_secure_version_rollback"],
                                                       entry.where("allow_secure_version_rollback"),
                                                       f"{field}.allow_secure_version_rollback", out)
+    if "release_url" in entry:
+        release.release_url = _text(entry["release_url"], entry.where("release_url"), f"{field}.release_url", out,
+                                    _URL, "an absolute http(s):// URL")
     return release
 
 
@@ -172,7 +179,7 @@ def _chip(value: Any, pos: Pos, field: str, out: _Collector) -> str | None:
             return known_chip(value)
     except ValueError:
         pass
-    out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(CHIPS)})")
+    out.add(pos, field, f"unknown chip {value!r} (known: {', '.join(KNOWN_CHIPS)})")
     return None
 
 
@@ -260,7 +267,28 @@ def _parse_device(key: Any, entry: Any, pos: Pos, out: _Collector) -> Device | N
         device.allow_secure_version_rollback = _flag(entry["allow_secure_version_rollback"],
                                                      entry.where("allow_secure_version_rollback"),
                                                      f"{field}.allow_secure_version_rollback", out)
+    if "client" in entry:
+        device.clients = _clients(entry["client"], entry.where("client"), f"{field}.client", out) or device.clients
+    if "firmware_type" in entry:
+        device.firmware_type = _entry_text(entry, "firmware_type", field, out, _FIRMWARE_TYPE,
+                                           "an esp32FOTA firmware type (printable, no spaces)")
     return device
+
+
+def _clients(value: Any, pos: Pos, field: str, out: _Collector) -> tuple[str, ...] | None:
+    """`client: httpupdate` or `client: [seed, idf]`: known names, each once."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        out.add(pos, field, f"expected a client or a list of clients ({', '.join(CLIENTS)}), found {value!r}")
+        return None
+    unknown = [n for n in names if n not in CLIENTS]
+    if unknown:
+        out.add(pos, field, f"unknown client {unknown[0]!r} (known: {', '.join(CLIENTS)})")
+        return None
+    if len(set(names)) != len(names):
+        out.add(pos, field, f"a client is listed twice: {value!r}")
+        return None
+    return tuple(names)
 
 
 def _section(doc: Map, key: str, out: _Collector) -> Map | None:
@@ -306,6 +334,11 @@ def _parse_group(name: str, entry: Any, pos: Pos, out: _Collector) -> Group | No
                                  for p in patterns)
             if patterns:
                 group.selector[key] = patterns
+        if "client" in entry:
+            group.clients = _clients(entry["client"], entry.where("client"), f"{field}.client", out)
+        if "firmware_type" in entry:
+            group.firmware_type = _entry_text(entry, "firmware_type", field, out, _FIRMWARE_TYPE,
+                                              "an esp32FOTA firmware type (printable, no spaces)")
         members = entry.get("members")
         if "members" in entry and not isinstance(members, Seq):
             out.add(entry.where("members"), f"{field}.members", f"expected a list of MAC addresses, found {members!r}")
@@ -640,7 +673,41 @@ def parse_documents(docs: Iterable[tuple[Path, Any]], root: Path, out: _Collecto
                   rollouts=rules.rollouts)
     _resolve_pins(fleet, out)
     _check_rules(fleet, out)
+    _assign_clients(fleet, out)
     return fleet
+
+
+def _assign_clients(fleet: Fleet, out: _Collector) -> None:
+    """A group's `client:` / `firmware_type:` go to its members that do not set their own.
+
+    Two groups that assign different values to one device are an error: no silent precedence.
+    """
+    assigning = [g for g in fleet.groups.values() if g.clients is not None or g.firmware_type is not None]
+    if not assigning:
+        return
+    members = group_members(fleet)
+    for key, attr in (("client", "clients"), ("firmware_type", "firmware_type")):
+        given: dict[str, Group] = {}
+        for group in assigning:
+            value = getattr(group, attr)
+            if value is None:
+                continue
+            for mac in sorted(members.get(group.name, ())):
+                device = fleet.devices[mac]
+                if key in device.field_pos:
+                    continue  # the device's own wins
+                first = given.get(mac)
+                if first is not None and getattr(first, attr) != value:
+                    other = getattr(first, attr)
+                    shown = ", ".join(other) if isinstance(other, tuple) else other
+                    out.add(group.where(key), f"groups.{group.name}.{key}",
+                            f"device {mac} is also in group {first.name!r} ({first.pos.file}:{first.pos.line}), "
+                            f"which gives it {key} {shown}: set `{key}:` on the device, or make the groups disjoint")
+                    continue
+                given[mac] = group
+                setattr(device, attr, value)
+                if attr == "clients":
+                    device.client_from = group.name
 
 
 def _resolve_pins(fleet: Fleet, out: _Collector) -> None:

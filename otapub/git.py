@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -45,6 +46,19 @@ def head_commit(root: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.decode().strip() if done.returncode == 0 else None
+
+
+def work_tree_of(path: Path) -> Path | None:
+    """The git work tree holding path (which need not exist yet), if any; git itself is not needed.
+
+    Symlinks are resolved first, then every folder up to the root is looked at for a `.git` (a
+    folder, or a file in linked worktrees and submodules): what git looks for.
+    """
+    real = Path(os.path.realpath(path))
+    for folder in (real, *real.parents):
+        if (folder / ".git").exists():
+            return folder
+    return None
 
 
 def default_base(root: Path) -> str:

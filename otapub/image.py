@@ -47,6 +47,7 @@ APP_DESC_SIZE = 256
 # MMU page size, reserved) is not needed here and is zero in generated images.
 APP_DESC = struct.Struct("<II8x32s32s16s16s32s")
 
+
 # Where an ESP8266 segment may be loaded (DRAM .. end of IROM in esptool's ESP8266ROM); in an
 # ESP32 image the same word holds the WP pin and SPI drive strengths, which never reach it.
 _ESP8266_LOAD_RANGE = (0x3FFE8000, 0x40300000)
@@ -134,11 +135,7 @@ def _read_header(data: bytes) -> tuple[Chip, int, int, bool]:
     if size < HEADER.size:
         raise ImageError(f"truncated: the {HEADER.size}-byte image header is cut off at {size} bytes")
     _, count, _, _, entry, *_, chip_id, _, _, _, hash_flag = HEADER.unpack_from(data)
-    # ESP8266 images have no extended header: the first segment header follows the 8-byte
-    # common one. esptool calls an image ESP8266 when byte 23 is not a 0/1 flag; we also
-    # recognise an ESP8266 load address where ESP32 images keep their SPI pin settings.
-    (first_word,) = struct.unpack_from("<I", data, 8)
-    if hash_flag not in (0, 1) or _ESP8266_LOAD_RANGE[0] <= first_word < _ESP8266_LOAD_RANGE[1]:
+    if esp8266_image(data):
         raise ImageError("ESP8266 image, not ESP32 family")
     chip = _CHIPS_BY_ID.get(chip_id)
     if chip is None:
@@ -147,6 +144,21 @@ def _read_header(data: bytes) -> tuple[Chip, int, int, bool]:
     if count > MAX_SEGMENTS:
         raise ImageError(f"bad image header: {count} segments, the bootloader allows {MAX_SEGMENTS}")
     return chip, count, entry, hash_flag == 1
+
+
+def esp8266_image(data: bytes) -> bool:
+    """Whether ``data`` starts like an ESP8266 image (v1 with first byte 0xE9, or v2 with 0xEA).
+
+    ESP8266 images have no extended header: the first segment header follows the 8-byte common
+    one. esptool calls an image ESP8266 when byte 23 is not a 0/1 flag; we also recognise an
+    ESP8266 load address where ESP32 images keep their SPI pin settings.
+    """
+    if data[:1] == bytes([ESP8266_V2_MAGIC]):
+        return len(data) >= 16
+    if data[:1] != bytes([IMAGE_MAGIC]) or len(data) < HEADER.size:
+        return False
+    (first_word,) = struct.unpack_from("<I", data, 8)
+    return data[23] not in (0, 1) or _ESP8266_LOAD_RANGE[0] <= first_word < _ESP8266_LOAD_RANGE[1]
 
 
 def inspect_image(data: bytes) -> ImageInfo:

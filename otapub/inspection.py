@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from otapub.chips import ESP8266
 from otapub.errors import Problem
 from otapub.firmware import Digests
-from otapub.image import ImageError, ImageInfo, inspect_image
+from otapub.image import ImageError, ImageInfo, esp8266_image, inspect_image
 from otapub.model import Fleet, Release
 from otapub.versions import parse_version
 
@@ -118,10 +119,10 @@ def inspect_releases(fleet: Fleet, cache: ImageCache,
             continue
         field = f"releases.{release.name}.file"
         try:
-            found = cache.get(release.file)
+            found = _esp8266_facts(release) if release.chip == ESP8266 else cache.get(release.file)
         except ImageError as exc:
-            problems.append(release.where("file").problem(
-                field, f"{release.file_text} is not an ESP32 application image: {exc}"))
+            kind = "an ESP8266 image" if release.chip == ESP8266 else "an ESP32 application image"
+            problems.append(release.where("file").problem(field, f"{release.file_text} is not {kind}: {exc}"))
             continue
         except OSError:
             continue
@@ -133,6 +134,19 @@ def inspect_releases(fleet: Fleet, cache: ImageCache,
         facts[release.name] = found
         problems.extend(check_release(release, found))
     return facts, problems
+
+
+def _esp8266_facts(release: Release) -> ImageFacts:
+    """An ESP8266 release (ESP8266httpUpdate, docs/clients.md): its image is recognised, not parsed.
+
+    It carries no app descriptor, so its version is the declared one (`version_source: declared`).
+    """
+    assert release.file is not None  # noqa: S101 (checked by the caller)
+    data = release.file.read_bytes()
+    if not esp8266_image(data):
+        raise ImageError("the release declares `chip: esp8266`, but the file does not start like one "
+                         "(0xE9 and an ESP8266 segment, or 0xEA)")
+    return ImageFacts(ESP8266, None, None, None, hashlib.sha256(data).hexdigest())
 
 
 def release_chips(fleet: Fleet, facts: Mapping[str, ImageFacts]) -> dict[str, str | None]:

@@ -38,10 +38,14 @@ class Release(_Located):
     allow_downgrade: bool = False  # may be offered to devices that report a newer version
     secure_version: int | None = None  # declared anti-rollback counter; checked against the image
     allow_secure_version_rollback: bool = False  # may replace a target with a higher secure_version
+    release_url: str | None = None  # release notes, named in an ESPHome manifest
     field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def fits_hardware(self, hardware: str | None) -> bool:
         return self.hardware is None or (hardware is not None and hardware in self.hardware)
+
+
+DEFAULT_CLIENTS = ("seed",)  # the seed's protocol (otapub.clients)
 
 
 @dataclass
@@ -58,6 +62,11 @@ class Device(_Located):
     chip: str | None = None  # declared; its target release must be for this chip
     allow_downgrade: bool = False  # may be offered a release older than it reports
     allow_secure_version_rollback: bool = False  # its target may move to a lower secure_version
+    # The update clients it speaks (otapub.clients), as declared on the device, else on a group, else
+    # the default; ``client_from`` says where it came from (a group's name; None: the device or default).
+    clients: tuple[str, ...] = DEFAULT_CLIENTS
+    client_from: str | None = None
+    firmware_type: str | None = None  # esp32FOTA's firmware type (its manifest's `type`)
     field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -72,6 +81,8 @@ class Group(_Located):
     pos: Pos
     members: tuple[str, ...] = ()  # normalised MACs
     selector: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> patterns (any of)
+    clients: tuple[str, ...] | None = None  # assigned to its members that declare none themselves
+    firmware_type: str | None = None  # likewise
     field_pos: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 

@@ -8,7 +8,7 @@ state knows none. Nothing is written; no secret is needed.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -51,6 +51,8 @@ class FleetPlan:
     releases_changed: list[dict[str, Any]] = field(default_factory=list)
     rollouts: list[RolloutStatus] = field(default_factory=list)  # devices per stage, working tree
     devices: int = 0
+    clients: dict[str, int] = field(default_factory=dict)  # devices per update client, working tree
+    client_changes: list[dict[str, Any]] = field(default_factory=list)  # devices whose clients changed
 
     @property
     def valid(self) -> bool:
@@ -63,7 +65,7 @@ class FleetPlan:
     @property
     def changed(self) -> bool:
         return bool(self.devices_added or self.devices_removed or self.moves or self.releases_added
-                    or self.releases_removed or self.releases_changed)
+                    or self.releases_removed or self.releases_changed or self.client_changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class FleetPlan:
             "devices_removed": [{"mac": m, "target": t} for m, t in self.devices_removed],
             "target_changes": self.moves, "releases_added": self.releases_added,
             "releases_removed": self.releases_removed, "releases_changed": self.releases_changed,
+            "clients": self.clients, "client_changes": self.client_changes,
             "rollouts": [{"name": r.name, "release": r.release, "state": r.state, "audience": r.audience,
                           "receiving": r.receiving, "gates": r.gates,
                           "waiting_stage": r.waiting + 1 if r.waiting is not None else None,
@@ -144,6 +147,14 @@ def compute_plan(config: Config, base: str | None = None, now: datetime | None =
     for (before, after), macs in sorted(groups.items(), key=lambda item: -len(item[1])):
         plan.moves.append({"from": before, "to": after, "count": len(macs), "macs": macs,
                            "downgrade": _is_downgrade(before, after)})
+    plan.clients = dict(sorted(Counter(c for d in new.fleet.devices.values() for c in d.clients).items()))
+    speaks: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for mac in sorted(new.fleet.devices.keys() & old_devices.keys()):
+        before_clients, after_clients = old_devices[mac].clients, new.fleet.devices[mac].clients
+        if before_clients != after_clients:
+            speaks[(", ".join(before_clients), ", ".join(after_clients))].append(mac)
+    for (before, after), macs in sorted(speaks.items(), key=lambda item: -len(item[1])):
+        plan.client_changes.append({"from": before, "to": after, "count": len(macs), "macs": macs})
     old_releases = old.fleet.releases if old.fleet else {}
     plan.releases_added = sorted(new.fleet.releases.keys() - old_releases.keys())
     plan.releases_removed = sorted(old_releases.keys() - new.fleet.releases.keys())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from otapub.check import Checked, check_fleet
+from otapub.clients import DEFAULT_CLIENTS, ManifestTarget, device_manifests
 from otapub.config import Config
 from otapub.errors import Problem, ValidationError
 from otapub.firmware import DigestCache, Digests, firmware_site_path, firmware_url
@@ -118,28 +119,36 @@ def render(config: Config, checked: Checked, require_secret: bool = True, signin
     answers: dict[str, bytes] = {}
     signable: dict[str, tuple[AnswerEncoder, Any, Any, str]] = {}
     problems: list[Problem] = []
-    encoders: dict[tuple[str | None, bool], AnswerEncoder] = {}
-    encodes: dict[tuple[str | None, bool], Encode] = {}
+    encoders: dict[tuple[str | None, bool, tuple[str, ...]], AnswerEncoder] = {}
+    encodes: dict[tuple[str | None, bool, tuple[str, ...]], Encode] = {}
     for mac, device in checked.fleet.devices.items():
-        path = answer_path(token(device), device.mac12)
+        canonical = token(device)
+        path = answer_path(canonical, device.mac12)
         if path in answers:  # cannot happen with distinct MACs; refuse rather than overwrite
             problems.append(device.pos.problem(f"devices.{mac}", f"answer path collision at {path}"))
             continue
         release = targets[mac].release
         # allow_downgrade: the shim then offers the release below the reported version too
-        kind = (release.name, release.allow_downgrade or device.allow_downgrade) if release is not None \
-            else (None, False)
+        kind = (release.name if release is not None else None,
+                release is not None and (release.allow_downgrade or device.allow_downgrade), device.clients)
         encode = encodes.get(kind)
         if encode is None:
             fields: dict[str, Any] = dict(fields_by_release[release.name]) if release is not None \
                 else {"release": None}
             if kind[1]:
                 fields["allow_downgrade"] = True
+            if device.clients != DEFAULT_CLIENTS:  # the shim answers only the protocols a device declares
+                fields["clients"] = list(device.clients)
             encoders[kind] = AnswerEncoder(fields)
             encode = encodes[kind] = encoders[kind].encode
         answers[path] = encode(device.device_id, device.hardware, mac)
         if signing:
             signable[path] = (encoders[kind], device.device_id, device.hardware, mac)
+        if device.clients != DEFAULT_CLIENTS:  # checked by otapub.check: every client can be given the target
+            target = None if release is None else ManifestTarget.of(
+                release, fields_by_release[release.name]["firmware_url"], checked.digests[release.name],
+                fields_by_release[release.name].get("chip"))
+            answers.update(device_manifests(device, canonical, target))
     if problems:
         raise ValidationError(problems)
     return Plan(checked, answers, firmware, fields_by_release, signable)

@@ -33,7 +33,7 @@ from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write, is_temp
 from otapub.git import tree_at
 from otapub.inspection import answer_fields
-from otapub.layout import answer_path
+from otapub.layout import answer_path, is_answer_path
 from otapub.model import Device, Fleet
 from otapub.record import RECORD, read_record
 from otapub.signing import (
@@ -239,7 +239,9 @@ class SecureBuild:
     def apply(self, plan: Plan) -> None:
         """Check anti-rollback, then sign the plan's answers and add keys.json (in place)."""
         self.check(plan.checked)
-        paths = [path for path in plan.answers if path.startswith("d/")]
+        # The answers d/<TOKEN>/<MAC12>.json; not the clients' manifests below d/<TOKEN>/<MAC12>/, whose
+        # formats are the clients' own (otapub.clients).
+        paths = [path for path in plan.answers if is_answer_path(path)]
         if self.key is not None:
             self._sign(plan, paths)
             plan.answers[KEYS_FILE] = keys_document(self.key, self.previous, self.key_expires)

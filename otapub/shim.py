@@ -20,10 +20,12 @@ from urllib.parse import unquote_plus
 
 from otapub import checkins
 from otapub.checkins import CheckinLog, utc_now
+from otapub.clients import DEFAULT_CLIENTS, HTTPUpdateRequest, httpupdate_check, httpupdate_decision, site_firmware
 from otapub.mac import mac12 as to_mac12
+from otapub.mac import normalize_mac
 from otapub.record import RECORD
-from otapub.static_files import JSON, STATUS, StartResponse, json_response, serve_file
-from otapub.tokens import canonical_token
+from otapub.static_files import JSON, STATUS, StartResponse, json_response, serve_file, serve_whole
+from otapub.tokens import basic_auth_token, canonical_token
 from otapub.versions import parse_version
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 _ANSWER = re.compile(r"/d/([0-9A-F]{8,64})/([0-9A-F]{12})\.json")
 _FIRMWARE = re.compile(r"/f/([0-9a-f]{64})/([A-Za-z0-9_-][A-Za-z0-9._-]{0,99})")
 _SEED_FIRMWARE = re.compile(r"/firmware/([A-Za-z0-9_-][A-Za-z0-9._-]{0,99})")
+# Static manifests (esp32FOTA, ESPHome) beside a device's answer: the token in the path is the credential.
+_MANIFEST = re.compile(r"/d/([0-9A-F]{8,64})/([0-9A-F]{12})/(esp32fota|esphome)\.json")
+# Arduino HTTPUpdate / ESP8266httpUpdate: the token in the path, X-Device-Auth or Basic authorization.
+_HTTPUPDATE = re.compile(r"/api/httpupdate(?:/([0-9A-Fa-f]{1,64}))?")
 _MAX_PATH = 512
 _MAX_QUERY = 2048
 _MAX_FIELD = 128
@@ -64,7 +70,8 @@ class Shim:
             return json_response(start_response, 404, {"error": "Not found"})
         if method not in ("GET", "HEAD"):
             known = path in ("/api/firmware", "/status", "/keys.json") or _FIRMWARE.fullmatch(path) \
-                or _ANSWER.fullmatch(path) or _SEED_FIRMWARE.fullmatch(path)
+                or _ANSWER.fullmatch(path) or _SEED_FIRMWARE.fullmatch(path) or _MANIFEST.fullmatch(path) \
+                or _HTTPUPDATE.fullmatch(path)
             if known:
                 return json_response(start_response, 405, {"error": "Method not allowed"}, [("Allow", "GET, HEAD")])
             return json_response(start_response, 404, {"error": "Not found"})
@@ -80,6 +87,12 @@ class Shim:
         match = _ANSWER.fullmatch(path)
         if match:
             return self.answer_file(environ, start_response, match[1], match[2])
+        match = _MANIFEST.fullmatch(path)
+        if match:
+            return self.manifest(environ, start_response, match[1], match[2], match[3])
+        match = _HTTPUPDATE.fullmatch(path)
+        if match:
+            return self.httpupdate(environ, start_response, match[1])
         match = _SEED_FIRMWARE.fullmatch(path)
         if match:
             rel = self._seed_firmware(match[1])
@@ -91,7 +104,7 @@ class Shim:
     def check(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         """GET /api/firmware: the seed's update check."""
         query = environ.get("QUERY_STRING", "")
-        record: dict[str, Any] = {"time": utc_now(), "client": environ.get("REMOTE_ADDR")}
+        record: dict[str, Any] = {"time": utc_now(), "ip": environ.get("REMOTE_ADDR"), "client": "seed"}
         values = _fields(query[:_MAX_QUERY])
         record.update(mac=values["mac"] or None, device_id=values["device_id"] or None,
                       hardware=values["hardware"] or None, version=values["version"] or None)
@@ -104,7 +117,7 @@ class Shim:
             mac12 = to_mac12(values["mac"])
         except ValueError:
             return self._refuse(start_response, record, 400, "Invalid MAC address format")
-        record["mac"] = ":".join(mac12[i : i + 2] for i in range(0, 12, 2))
+        record["mac"] = normalize_mac(mac12)
         try:
             reported = parse_version(values["version"])
         except ValueError:
@@ -117,6 +130,10 @@ class Shim:
             return self._refuse(start_response, record, 401, "Authentication failed")
         target = answer.get("firmware_version")
         record["target"] = target
+        if "seed" not in (answer.get("clients") or DEFAULT_CLIENTS):
+            record["decision"] = checkins.CLIENT_NOT_DECLARED
+            return self._refuse(start_response, record, 403, "Device is not declared for client seed (fleet YAML "
+                                                             "`client:`)")
         allowed = answer.get("release_hardware")
         if not target:
             record["decision"] = checkins.NO_TARGET
@@ -186,16 +203,93 @@ class Shim:
         return f"{environ.get('wsgi.url_scheme', 'http')}://{host}{url}"
 
     def answer_file(self, environ: dict, start_response: StartResponse, token: str, mac12: str) -> Iterable[bytes]:
-        """GET /d/<TOKEN>/<MAC12>.json, only for the device that holds the token."""
+        """GET /d/<TOKEN>/<MAC12>.json, only for the device that holds the token.
+
+        ESP-IDF devices (client idf) read their answer here and compare versions themselves.
+        """
+        record: dict[str, Any] = {"time": utc_now(), "ip": environ.get("REMOTE_ADDR"), "client": "idf",
+                                  "mac": normalize_mac(mac12)}
         offered = canonical_token(environ.get("HTTP_X_DEVICE_AUTH")) or ""
-        if not hmac.compare_digest(offered, token):
-            return json_response(start_response, 401, {"error": "Authentication failed"})
-        data = self._read(f"d/{token}/{mac12}.json")
+        data = self._read(f"d/{token}/{mac12}.json") if hmac.compare_digest(offered, token) else None
         if data is None:
+            record.update(decision=checkins.AUTH_FAILED, status=401)
+            self.checkins.append(record)
             return json_response(start_response, 401, {"error": "Authentication failed"})
+        answer = self._parse_answer(data, mac12) or {}
+        record.update(target=answer.get("firmware_version"), decision=checkins.ANSWER_SERVED, status=200)
+        self.checkins.append(record)
         headers = [("Content-Type", JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
         start_response(STATUS[200], headers)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
+
+    def manifest(self, environ: dict, start_response: StartResponse, token: str, mac12: str, client: str
+                 ) -> Iterable[bytes]:
+        """GET /d/<TOKEN>/<MAC12>/<client>.json: a static manifest (otapub.clients), as a static host serves it.
+
+        The token in the path is the credential: no header is needed (esp32FOTA and ESPHome cannot send one).
+        """
+        data = self._read(f"d/{token}/{mac12}/{client}.json")
+        if data is None:
+            return json_response(start_response, 404, {"error": "Not found"})
+        answer = self._read_answer(token, mac12) or {}  # the target the manifest names, for the log
+        self.checkins.append({"time": utc_now(), "ip": environ.get("REMOTE_ADDR"), "client": client,
+                              "mac": normalize_mac(mac12), "target": answer.get("firmware_version"),
+                              "decision": checkins.MANIFEST_SERVED, "status": 200})
+        start_response(STATUS[200], [("Content-Type", JSON), ("Content-Length", str(len(data))),
+                                     ("Cache-Control", "no-store")])
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
+
+    def httpupdate(self, environ: dict, start_response: StartResponse, path_token: str | None) -> Iterable[bytes]:
+        """GET /api/httpupdate[/<TOKEN>]: Arduino HTTPUpdate and ESP8266httpUpdate (otapub.clients).
+
+        304 when nothing is newer, else the image itself with Content-Length (the clients read it
+        with HTTP/1.0: never chunked) and x-MD5; ESP8266's version mode gets x-version.
+        """
+        def header(name: str) -> str | None:
+            return environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+        request = HTTPUpdateRequest.read(header)
+        record: dict[str, Any] = {"time": utc_now(), "ip": environ.get("REMOTE_ADDR"), "client": "httpupdate",
+                                  "mac": request.mac or None, "device_id": None, "hardware": None,
+                                  "version": request.version or None}
+        bad = httpupdate_check(request)
+        if bad is not None:
+            if bad.mac12:
+                record["mac"] = normalize_mac(bad.mac12)
+            return self._refuse(start_response, record, bad.status, bad.error or "")
+        mac12 = to_mac12(request.mac or "")
+        record["mac"] = normalize_mac(mac12)
+        offered = path_token if path_token is not None else header("X-Device-Auth")
+        if offered is None:
+            offered = basic_auth_token(header("Authorization"))
+        token = canonical_token(offered)
+        answer = self._parse_answer(self._read(f"d/{token}/{mac12}.json") if token else None, mac12)
+        if answer is None:
+            record["decision"] = checkins.AUTH_FAILED
+            return self._refuse(start_response, record, 401, "Authentication failed")
+        target = answer.get("firmware_version")
+        record["target"] = target
+        result = httpupdate_decision(request, answer)
+        record["decision"] = result.decision
+        if result.error is not None:
+            return self._refuse(start_response, record, result.status, result.error)
+        extra = [("x-version", target), ("x-MD5", answer["md5"])] if target else []
+        record["status"] = result.status
+        if result.version_only:
+            self.checkins.append(record)
+            return json_response(start_response, 200, {"firmware_version": target}, extra)
+        if not result.send_image:
+            self.checkins.append(record)
+            start_response(STATUS[result.status], [("Cache-Control", "no-store")])
+            return []
+        rel = site_firmware(answer)
+        headers = [("Content-Type", "application/octet-stream"), ("Cache-Control", "no-store"), *extra]
+        body = serve_whole(environ, start_response, self.site, rel, headers) if rel is not None else None
+        if body is None:
+            log.error("httpupdate: the firmware of %s's answer is not in the site: rebuild it", mac12)
+            return self._refuse(start_response, record, 404, "Not found")
+        self.checkins.append(record)
+        return body
 
     def keys(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         """GET /keys.json: the public keys answers are signed with (present only when signing is on)."""

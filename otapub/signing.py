@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from otapub.errors import OtapubError
+from otapub.git import work_tree_of
 
 KEYS_FILE = "keys.json"
 KEYS_FORMAT = 1
@@ -149,21 +150,13 @@ def parse_public_keys(text: str | None, source: str) -> list[bytes]:
             for i, item in enumerate(t for t in re.split(r"[,\s]+", text or "") if t)]
 
 
-def _repo_root(path: Path) -> Path | None:
-    """The git work tree containing path, if any."""
-    for folder in (path, *path.parents):
-        if (folder / ".git").exists():
-            return folder
-    return None
-
-
 def forbidden_key_places(config: Any) -> list[tuple[str, Path]]:
     """Folders a private key must not live in: the repository, the site and the fleet."""
     root = Path(os.path.realpath(config.root))
     places: list[tuple[str, Path]] = []
     if getattr(config, "source", None) is not None:
         places.append(("the repository", root))  # the folder of config.json
-    repo = _repo_root(root)
+    repo = work_tree_of(root)
     if repo is not None:
         places.append(("the repository", repo))
     for name in ("site_dir", "fleet_dir"):
@@ -172,10 +165,15 @@ def forbidden_key_places(config: Any) -> list[tuple[str, Path]]:
     return places
 
 
-def check_key_location(path: Path, config: Any, what: str) -> None:
-    """Refuse a private key path inside the repository, the site or the fleet folder."""
+def check_key_location(path: Path, config: Any | None, what: str) -> None:
+    """Refuse a private key path inside any git work tree, or the repository, site or fleet folder."""
     real = Path(os.path.realpath(path))
-    for name, folder in forbidden_key_places(config):
+    places = forbidden_key_places(config) if config is not None else []
+    # The key's own work tree, wherever otapub runs from: a key there is one `git add -A` from a push.
+    work_tree = work_tree_of(real)
+    if work_tree is not None:
+        places.append(("a git work tree", work_tree))
+    for name, folder in places:
         if real == folder or real.is_relative_to(folder):
             raise SigningError(f"{what} {path} is inside {name} ({folder}): a private key must live outside "
                                "the repository and the site (e.g. ~/.config/otapub/, or a CI secret in "
@@ -208,9 +206,8 @@ def load_signing_key(config: Any) -> SigningKey | None:
 
 
 def write_key_file(path: Path, private_b64: str, config: Any | None) -> None:
-    """Write a new private key file (mode 0600, never over an existing file)."""
-    if config is not None:
-        check_key_location(path, config, "--out")
+    """Write a new private key file (mode 0600, never over an existing file, never in a git work tree)."""
+    check_key_location(path, config, "--out")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -20,8 +20,8 @@ StartResponse = Callable[..., Any]
 
 JSON = "application/json"
 STATUS = {200: "200 OK", 206: "206 Partial Content", 304: "304 Not Modified", 400: "400 Bad Request",
-          401: "401 Unauthorized", 404: "404 Not Found", 405: "405 Method Not Allowed",
-          416: "416 Range Not Satisfiable", 500: "500 Internal Server Error"}
+          401: "401 Unauthorized", 403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed",
+          409: "409 Conflict", 416: "416 Range Not Satisfiable", 500: "500 Internal Server Error"}
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -31,6 +31,27 @@ def json_response(start_response: StartResponse, status: int, body: dict, extra:
     headers = [("Content-Type", JSON), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
     start_response(STATUS[status], headers + (extra or []))
     return [data]
+
+
+def serve_whole(environ: dict, start_response: StartResponse, root: str, rel: str, headers: list
+                ) -> Iterable[bytes] | None:
+    """200 with the whole file and ``headers`` plus its Content-Length (never chunked), for an
+    answer that is not a cacheable file (HTTPUpdate's image); None when there is no such regular file."""
+    try:
+        fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    handle = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        handle.close()
+        return None
+    start_response(STATUS[200], [*headers, ("Content-Length", str(info.st_size))])
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        handle.close()
+        return []
+    wrapper = environ.get("wsgi.file_wrapper")
+    return wrapper(handle, 1 << 20) if wrapper is not None else _limited(handle, info.st_size)
 
 
 def serve_file(environ: dict, start_response: StartResponse, root: str, rel: str, immutable: bool) -> Iterable[bytes]:

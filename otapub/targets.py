@@ -239,6 +239,9 @@ class Explanation:
             rule = self.target.rule + (f" {self.target.name}" if self.target.name else "")
             outcome = f"release {release.name} (version {release.version}), by {rule}"
         out = [f"{d.mac} ({facts}) at {_when(self.now)}", f"target: {outcome}"]
+        origin = f" (from group {d.client_from})" if d.client_from else ""
+        fota = f"; esp32FOTA firmware type {d.firmware_type}" if d.firmware_type else ""
+        out.append(f"clients: {', '.join(d.clients)}{origin}{fota}")
         if release is not None and (release.allow_downgrade or d.allow_downgrade):
             out.append("downgrade allowed: offered even when the device reports a newer version")
         out.append("rules, highest precedence first:")

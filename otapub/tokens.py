@@ -10,6 +10,8 @@ djb2 is forgeable (one (MAC, token) pair gives every other MAC's token, docs/sec
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -186,3 +188,22 @@ def canonical_token(header: str | None) -> str | None:
     if len(value) < DJB2_DIGITS:
         value = value.zfill(DJB2_DIGITS)
     return value
+
+
+def basic_auth_token(header: str | None) -> str | None:
+    """The password of an ``Authorization: Basic`` header (the user name is not checked), or None.
+
+    Arduino's HTTPClient::setAuthorization(user, password) and a URL's userinfo (ESPHome, ESP-IDF)
+    send it; otapub reads the password as the device's token.
+    """
+    if header is None:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or len(value) > 512:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _user, colon, password = decoded.partition(":")
+    return password if colon else None

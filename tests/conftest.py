@@ -8,7 +8,10 @@ import re
 import subprocess
 import textwrap
 import zlib
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +22,15 @@ from otapub.firmware import digest_bytes
 from otapub.imagegen import make_app_image
 
 SECRET = "s3cret-for-tests-only-9f2c"
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "esp32"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
+FIXTURES = ROOT / "tests" / "fixtures" / "esp32"
+
+
+def esp32_image(name: str) -> Path:
+    """A real ESP32 image of tests/fixtures/esp32 (a missing one fails the test, never skips it)."""
+    path = FIXTURES / name
+    assert path.is_file(), f"fixture {path} is missing (tests/fixtures/esp32/README.md)"
+    return path
 
 
 class Repo:
@@ -86,6 +97,68 @@ class Repo:
                 path = Path(dirpath) / name
                 result[str(path.relative_to(self.site))] = (path.read_bytes(), path.stat().st_mtime_ns)
         return result
+
+
+def git(where: Repo | Path, *args: str) -> str:
+    """Run real git in a repository (a Repo or a folder) with a fixed identity; its standard output."""
+    root = where if isinstance(where, Path) else where.root  # not isinstance(Repo): conftest loads twice
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout
+
+
+def problems(repo: Repo, now: datetime | None = None) -> list[str]:
+    """Every validation problem of repo's fleet (checking must fail), as the user reads them."""
+    from otapub.errors import ValidationError
+    from otapub.render import plan_site
+
+    with pytest.raises(ValidationError) as err:
+        plan_site(repo.config(), now=now)
+    return [str(p) for p in err.value.problems]
+
+
+def one(repo: Repo, needle: str, now: datetime | None = None) -> str:
+    """The first problem that mentions needle."""
+    found = [p for p in problems(repo, now) if needle in p]
+    assert found, f"{needle!r} not in {problems(repo, now)}"
+    return found[0]
+
+
+def run_threads(target: Callable[[int], object], count: int) -> None:
+    """target(0) ... target(count - 1), each in its own thread, all at once; returns when all are done.
+
+    The first exception a thread raised (a failed assertion) is raised here: in a bare thread it
+    would only be printed, and the test would pass.
+    """
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guarded(index: int) -> None:
+        try:
+            target(index)
+        except BaseException as exc:  # re-raised in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def gcc() -> str:
+    """gcc, for the device-side C; a machine without it fails these tests (.ci/run installs it)."""
+    import shutil
+
+    found = shutil.which("gcc")
+    if found is None:
+        pytest.fail("gcc is not installed: bash .ci/run installs it (apt-get install gcc)")
+    return found
 
 
 @pytest.fixture(autouse=True)
@@ -205,24 +278,29 @@ class Served:
             self.proc.wait()
 
 
-EDGE = Path(__file__).resolve().parents[1] / "edge" / "cloudflare"
+EDGE = ROOT / "edge" / "cloudflare"
 
 
 def edge_missing() -> str | None:
-    """Why the Worker cannot be run here (None when it can): node and the pinned npm packages."""
+    """Why the Worker cannot be run here (None when it can): node and the pinned npm packages.
+
+    The tests fail with this reason: a missing tool never skips a test (.ci/run installs them).
+    """
     import shutil
 
     if shutil.which("node") is None:
-        return "node is not installed (the Worker shim runs under Miniflare, an npm package)"
+        return "node is not installed (the Worker shim runs under Miniflare, an npm package): bash .ci/run installs it"
     if not (EDGE / "node_modules" / "miniflare").is_dir():
         return "edge/cloudflare's npm packages are not installed: run `bash edge/cloudflare/ci.sh install`"
     return None
 
 
-def _edge_checkins():
+def load_script(path: Path) -> ModuleType:
+    """A Python file of the checkout that is not a package module (scripts/, edge/), imported."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("otapub_edge_checkins", EDGE / "checkins.py")
+    spec = importlib.util.spec_from_file_location(f"otapub_test_{path.stem}", path)
+    assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -286,7 +364,7 @@ class WorkerServed(Served):
 
         marker = f"otapub-sync-{uuid.uuid4().hex}"
         self.request(f"/api/firmware?device_id={marker}")
-        parse = _edge_checkins().parse_lines
+        parse = load_script(EDGE / "checkins.py").parse_lines
         deadline = time.monotonic() + 10
         while True:
             entries = list(parse(self.log.read_text(errors="replace").splitlines()))

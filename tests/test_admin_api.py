@@ -3,7 +3,6 @@
 import http.client
 import json
 import socketserver
-import subprocess
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -15,7 +14,7 @@ from otapub.errors import OtapubError
 from otapub.firmware import digest_file
 from otapub.server import make_app
 from otapub.tokens import djb2_5381
-from tests.conftest import SECRET, Served
+from tests.conftest import SECRET, Served, git, run_threads
 
 KEY = "admin-key-for-tests-7d1e"
 NEW = "02:00:00:00:00:01"
@@ -263,28 +262,20 @@ def test_concurrent_posts_lose_nothing(admin):
         results.append(admin.call("POST", "/admin/devices", {"mac_address": f"02:00:00:00:01:{i:02X}",
                                                              "target_version": "1.3.7"})[0])
 
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(post, 6)
     assert results == [201] * 6
     _, body = admin.call("GET", "/admin/devices")
     assert {f"02:00:00:00:01:{i:02X}" for i in range(6)} <= set(body)
 
 
 # -- git ------------------------------------------------------------------------------------
-def git(repo, *args):
-    return subprocess.run(["git", "-C", str(repo.root), *args], capture_output=True, text=True, check=True).stdout
-
-
 def test_each_change_is_a_git_commit_naming_verb_mac_and_client(admin):
     repo = admin.repo
     git(repo, "init", "-q")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "fleet", "firmware", "config.json")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial")
+    git(repo, "add", "fleet", "firmware", "config.json")
+    git(repo, "commit", "-qm", "initial")
     repo.set_config(admin_git_commit=True)
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "enable commits")
+    git(repo, "commit", "-qam", "enable commits")
     api = Api(make_app(repo.config()))
     try:
         status, body = api.call("POST", "/admin/devices", {"mac_address": NEW, "target_version": "1.3.7"})
@@ -305,7 +296,13 @@ def test_placeholder_admin_key_is_refused_unless_debug_mode(example):
         AdminApp(example.config())
     result = example.cli("serve", "--port", "1")
     assert result.exit_code != 0 and "admin_api_key" in result.output and "placeholder" in result.output
-    assert AdminApp(example.config(OTA_SERVER_DEBUG_MODE="true")) is not None
+    placeholder = "change-admin-api-key-in-production"
+    api = Api(AdminApp(example.config(OTA_SERVER_DEBUG_MODE="true")))  # debug mode: a local experiment
+    try:
+        assert api.call("GET", "/admin/devices", key=placeholder)[0] == 200
+        assert api.call("GET", "/admin/devices", key=KEY)[0] == 401
+    finally:
+        api.stop()
 
 
 # -- the production server ------------------------------------------------------------------

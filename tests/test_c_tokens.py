@@ -6,10 +6,8 @@ sides, so changing either implementation (or the file) without the other fails h
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,8 +15,8 @@ import pytest
 
 from otapub.mac import mac12
 from otapub.tokens import SCHEMES, canonical_token, device_token
+from tests.conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN_DIR = ROOT / "examples" / "token"
 DRIVER = ROOT / "tests" / "c" / "token_vectors_main.c"
 VECTORS_FILE = ROOT / "tests" / "vectors" / "tokens.json"
@@ -76,10 +74,7 @@ def test_vectors_cover_the_edge_cases() -> None:
 
 
 def test_vectors_file_is_up_to_date() -> None:
-    spec = importlib.util.spec_from_file_location("make_token_vectors", ROOT / "scripts" / "make_token_vectors.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "scripts" / "make_token_vectors.py")
     assert module.render(module.build_vectors()) == VECTORS_FILE.read_text(encoding="utf-8")
 
 
@@ -101,11 +96,8 @@ def test_readme_worked_examples() -> None:
 
 
 @pytest.fixture(scope="module", params=["-fsigned-char", "-funsigned-char"])
-def c_driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def c_driver(request: pytest.FixtureRequest, gcc: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The driver built with plain char signed, then unsigned: the result must not care."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
     binary = tmp_path_factory.mktemp("ctokens") / "token_vectors"
     command = [
         gcc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror",

@@ -1,20 +1,14 @@
 """The CLI reference in docs/cli.md is generated from --help and must not drift; every command has help."""
 
-import importlib.util
-from pathlib import Path
 
 import click
 
 from otapub.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, load_script
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location("gen_cli_docs", ROOT / "scripts/gen_cli_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts/gen_cli_docs.py")
 
 
 def test_docs_cli_md_matches_the_cli():

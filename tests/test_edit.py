@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,9 +11,7 @@ from otapub.edit import KEEP, Target, add_device, delete_device, update_device
 from otapub.firmware import digest_file
 from otapub.imagegen import make_app_image
 from otapub.tokens import djb2_0_wire
-from tests.conftest import SECRET
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, SECRET
 
 
 def files(repo) -> dict[str, tuple[bytes, int]]:

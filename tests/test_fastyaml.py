@@ -8,7 +8,6 @@ Everything else it must hand to libyaml (return None), never misread.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,8 +15,7 @@ from hypothesis import strategies as st
 from otapub.fastyaml import fast_load
 from otapub.located import Map
 from otapub.yamlsource import libyaml_load, load_yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 # What the fast reader takes, and near misses that mean something else to YAML or to libyaml.
 KEYS = ["devices", "device_id", "release", "_x", "a.b", "a/b", "a+b", "k-1", "y", "n", "AA:BB:CC:DD:EE:FF",

@@ -18,15 +18,7 @@ import pytest
 from otapub.chips import CHIPS
 from otapub.image import APP_DESC, ImageError, ImageInfo, inspect_file, inspect_image, xor_checksum
 from otapub.imagegen import make_app_image
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "esp32"
-
-
-def fixture(name: str) -> Path:
-    path = FIXTURES / name
-    assert path.is_file(), f"fixture {path} is missing (tests/fixtures/esp32/README.md)"
-    return path
+from tests.conftest import ROOT, esp32_image
 
 
 def patched(data: bytes, offset: int, new: bytes, *, rehash: bool = False) -> bytes:
@@ -114,7 +106,7 @@ def test_xor_checksum_eight_bytes_at_a_time_is_the_bytewise_xor(length: int) -> 
 @pytest.mark.parametrize("name", sorted(APP_FIXTURES))
 def test_real_application_images(name: str) -> None:
     chip, chip_id, project, version, idf_ver, count = APP_FIXTURES[name]
-    path = fixture(name)
+    path = esp32_image(name)
     info = inspect_file(path)
     assert (info.chip, info.chip_id) == (chip, chip_id)
     assert (info.project_name, info.version, info.idf_ver) == (project, version, idf_ver)
@@ -131,7 +123,7 @@ def test_real_application_images(name: str) -> None:
 
 
 def test_blink_details() -> None:
-    info = inspect_file(fixture("esp_idf_blink_esp32s2.bin"))
+    info = inspect_file(esp32_image("esp_idf_blink_esp32s2.bin"))
     assert info.entry == 0x40022F84
     assert info.segments[0] == (0x3F000020, 0x18, 0x8C18)  # DROM, holding the descriptor
     assert info.segments[3] == (0x40080020, 0x10018, 0x15CE8)  # IROM
@@ -141,12 +133,12 @@ def test_blink_details() -> None:
 @pytest.mark.parametrize("name", sorted(REJECTED_FIXTURES))
 def test_real_images_that_are_not_ota_apps(name: str) -> None:
     with pytest.raises(ImageError) as caught:
-        inspect_file(fixture(name))
+        inspect_file(esp32_image(name))
     assert str(caught.value) == REJECTED_FIXTURES[name]
 
 
 def test_signed_image_signature_block_is_outside_the_image() -> None:
-    data = fixture("hello-world-signed.bin").read_bytes()
+    data = esp32_image("hello-world-signed.bin").read_bytes()
     # Secure boot v1 signing appends a 4-byte version and a 64-byte ECDSA signature (plus
     # 12 bytes of padding) after the SHA-256; the image is padded to end on a 64 KiB page.
     assert len(data) == 0x30000
@@ -222,7 +214,7 @@ def test_generator_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 def test_example_firmware_script(tmp_path: Path) -> None:
     out = tmp_path / "firmware" / "PanicButton_v1.3.8.bin"
     args = ["--chip", "esp32c6", "--version", "1.3.8", "--project", "PanicButton", "--seed", "3"]
-    script = REPO / "scripts" / "make_example_firmware.py"
+    script = ROOT / "scripts" / "make_example_firmware.py"
     result = subprocess.run([sys.executable, str(script), str(out), *args], capture_output=True, text=True, check=True)
     data = out.read_bytes()
     assert data == make_app_image("esp32c6", version="1.3.8", project_name="PanicButton", seed=3)
@@ -393,7 +385,7 @@ def test_image_error_is_a_value_error() -> None:
 
 def esptool_image_info(path: Path) -> tuple[str, str]:
     """esptool's image_info report and the chip it detected (as an esptool chip name)."""
-    esptool = pytest.importorskip("esptool")
+    import esptool
     from esptool.cmds import image_info
 
     out = io.StringIO()
@@ -455,7 +447,7 @@ def ours(info: ImageInfo) -> dict:
 
 @pytest.mark.parametrize("name", sorted(APP_FIXTURES))
 def test_esptool_agrees_on_real_images(name: str) -> None:
-    path = fixture(name)
+    path = esp32_image(name)
     theirs = esptool_view(path)
     assert {k: theirs[k] for k in ours(inspect_file(path))} == ours(inspect_file(path))
 
@@ -463,11 +455,11 @@ def test_esptool_agrees_on_real_images(name: str) -> None:
 def test_esptool_agrees_on_rejected_real_images() -> None:
     for name in ("bootloader_esp32.bin", "esp32s3_header.bin"):
         # esptool reads these fine, but none of their segments is in IROM/DROM.
-        theirs = esptool_view(fixture(name))
+        theirs = esptool_view(esp32_image(name))
         assert theirs["checksum_ok"] and not any(theirs["flash_mapped"])
-    assert esptool_image_info(fixture("esp8266_deepsleep.bin"))[1] == "esp8266"
+    assert esptool_image_info(esp32_image("esp8266_deepsleep.bin"))[1] == "esp8266"
     with pytest.raises(Exception, match="End of file reading segment"):
-        esptool_view(fixture("truncated_blink_esp32s2.bin"))
+        esptool_view(esp32_image("truncated_blink_esp32s2.bin"))
 
 
 @pytest.mark.parametrize("chip", sorted(CHIPS))
@@ -489,7 +481,6 @@ def test_esptool_agrees_on_generated_images(chip: str, kwargs: dict, tmp_path: P
 
 
 def test_chip_table_matches_esptool() -> None:
-    pytest.importorskip("esptool")
     from esptool.targets import CHIP_DEFS
 
     for name, chip in CHIPS.items():

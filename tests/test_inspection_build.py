@@ -16,16 +16,9 @@ from otapub.image import inspect_file
 from otapub.imagegen import make_app_image
 from otapub.render import plan_site
 from otapub.tokens import djb2_5381
-from tests.conftest import FIXTURES, SECRET
+from tests.conftest import ROOT, SECRET, esp32_image, problems
 
-REPO = Path(__file__).resolve().parents[1]
 MAC = "AA:00:00:00:00:01"
-
-
-def fixture(name: str) -> Path:
-    path = FIXTURES / name
-    assert path.is_file(), f"fixture {path} is missing (tests/fixtures/esp32/README.md)"
-    return path
 
 
 def use(repo, name: str, data: bytes | None = None, source: Path | None = None, **release) -> None:
@@ -40,12 +33,6 @@ def use(repo, name: str, data: bytes | None = None, source: Path | None = None, 
         "releases": {"r": fields},
         "devices": {MAC: {"release": "r"}},
     }, sort_keys=False))
-
-
-def problems(repo) -> list[str]:
-    with pytest.raises(ValidationError) as err:
-        plan_site(repo.config())
-    return [str(p) for p in err.value.problems]
 
 
 def only(repo) -> str:
@@ -68,7 +55,7 @@ def answer(repo) -> dict:
     ("esp32s3_header.bin", "not an application"),
 ])
 def test_build_refuses_real_images_that_are_not_apps(repo, name, why):
-    use(repo, name, source=fixture(name), version_source="declared")
+    use(repo, name, source=esp32_image(name), version_source="declared")
     message = only(repo)
     assert message.startswith("fleet/fleet.yaml:4:11: releases.r.file: firmware/" + name)
     assert "is not an ESP32 application image" in message and why in message
@@ -80,16 +67,16 @@ def test_build_refuses_real_images_that_are_not_apps(repo, name, why):
 
 def test_real_esp_idf_image_builds_with_its_facts_in_the_answer(repo):
     # Its descriptor version (qa-test-v5.0-...) is not a dotted number: the release declares its own.
-    use(repo, "blink.bin", source=fixture("esp_idf_blink_esp32s2.bin"), chip="esp32s2")
+    use(repo, "blink.bin", source=esp32_image("esp_idf_blink_esp32s2.bin"), chip="esp32s2")
     assert "says 'qa-test-v5.0-20220830-4-g4532e6'" in only(repo)
-    use(repo, "blink.bin", source=fixture("esp_idf_blink_esp32s2.bin"), chip="esp32s2", version_source="declared")
+    use(repo, "blink.bin", source=esp32_image("esp_idf_blink_esp32s2.bin"), chip="esp32s2", version_source="declared")
     build_site(repo.config())
     a = answer(repo)
     assert (a["chip"], a["project_name"], a["secure_version"]) == ("esp32s2", "blink", 0)
 
 
 def test_real_image_for_another_chip_is_refused(repo):
-    use(repo, "blink.bin", source=fixture("esp_idf_blink_esp32s2.bin"), chip="esp32", version_source="declared")
+    use(repo, "blink.bin", source=esp32_image("esp_idf_blink_esp32s2.bin"), chip="esp32", version_source="declared")
     message = only(repo)
     assert message.startswith("fleet/fleet.yaml:5:11: releases.r.chip: declared chip esp32, but firmware/blink.bin "
                               "is an esp32s2 image")
@@ -97,18 +84,18 @@ def test_real_image_for_another_chip_is_refused(repo):
 
 @pytest.mark.parametrize("name", ["fota_1.nosecurity.ino.bin", "fota_fota_via_https_v2.bin"])
 def test_arduino_builds_need_version_source_declared(repo, name):
-    use(repo, "sketch.bin", source=fixture(name), version="2.0.0")
+    use(repo, "sketch.bin", source=esp32_image(name), version="2.0.0")
     message = only(repo)
     assert message.startswith("fleet/fleet.yaml:3:14: releases.r.version:")
     assert "version_source: declared" in message
-    use(repo, "sketch.bin", source=fixture(name), version="2.0.0", version_source="declared", chip="esp32")
+    use(repo, "sketch.bin", source=esp32_image(name), version="2.0.0", version_source="declared", chip="esp32")
     build_site(repo.config())
     a = answer(repo)
     assert a["firmware_version"] == "2.0.0" and a["chip"] == "esp32"
 
 
 def test_signed_real_image_is_accepted(repo):
-    use(repo, "hello.bin", source=fixture("hello-world-signed.bin"), version_source="declared", chip="esp32")
+    use(repo, "hello.bin", source=esp32_image("hello-world-signed.bin"), version_source="declared", chip="esp32")
     plan = plan_site(repo.config())
     assert plan.images["r"].project_name == "hello-world"
 
@@ -220,7 +207,7 @@ def test_inspect_prints_everything(repo, tmp_path):
 
 
 def test_inspect_refuses_a_bootloader(repo):
-    path = fixture("bootloader_esp32.bin")
+    path = esp32_image("bootloader_esp32.bin")
     result = repo.cli("inspect", str(path))
     assert result.exit_code == 1 and "not an application" in result.output and "Traceback" not in result.output
     data = json.loads(repo.cli("inspect", "--json", str(path)).stdout)
@@ -230,10 +217,10 @@ def test_inspect_refuses_a_bootloader(repo):
 # --- the repository's own example ----------------------------------------------------------
 
 def test_example_firmware_are_valid_images_matching_the_example_fleet():
-    releases = yaml.safe_load((REPO / "fleet/releases.yaml").read_text())["releases"]
+    releases = yaml.safe_load((ROOT / "fleet/releases.yaml").read_text())["releases"]
     assert releases
     for release in releases.values():
-        info = inspect_file(REPO / release["file"])
+        info = inspect_file(ROOT / release["file"])
         assert (info.chip, info.version, info.project_name) == (release["chip"], release["version"], "PanicButton")
 
 
@@ -243,10 +230,10 @@ def test_example_fleet_builds(tmp_path):
     from otapub.cli import main
 
     for name in ("fleet", "firmware"):
-        shutil.copytree(REPO / name, tmp_path / name)
+        shutil.copytree(ROOT / name, tmp_path / name)
     (tmp_path / "config.json").write_text("{}")
     result = CliRunner().invoke(main, ["--config", str(tmp_path / "config.json"), "build"],
                                 env={"OTA_SERVER_SHARED_SECRET_KEY": "x"}, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "site/d").glob("*/*.json"))) == len(
-        yaml.safe_load((REPO / "fleet/devices.yaml").read_text())["devices"])
+        yaml.safe_load((ROOT / "fleet/devices.yaml").read_text())["devices"])

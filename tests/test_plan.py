@@ -1,15 +1,10 @@
 """`otapub plan` against a real git repository in tmp_path."""
 
 import json
-import subprocess
 
 import pytest
 
-
-def git(repo, *args):
-    subprocess.run(["git", "-C", str(repo.root), *args], check=True, capture_output=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(repo.root), "PATH": "/usr/bin:/bin"})
+from tests.conftest import git
 
 
 @pytest.fixture

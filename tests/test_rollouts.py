@@ -9,13 +9,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from otapub.build import build_site
-from otapub.errors import ValidationError
 from otapub.fleet import load_fleet
 from otapub.render import plan_site
 from otapub.rollout import BUCKETS, bucket, rollout_status
 from otapub.targets import CHANNEL, NONE, PIN, ROLLOUT, Rules, explain
 from otapub.tokens import djb2_5381
-from tests.conftest import SECRET
+from tests.conftest import SECRET, one, problems
 
 C6 = "FireBeetle 2 ESP32-C6"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -63,18 +62,6 @@ def rolling(repo):
 def fleet_of(repo):
     config = repo.config()
     return load_fleet(config.path("fleet_dir"), config.root)
-
-
-def problems(repo, now: datetime = T0) -> list[str]:
-    with pytest.raises(ValidationError) as err:
-        plan_site(repo.config(), now=now)
-    return [str(p) for p in err.value.problems]
-
-
-def one(repo, needle: str) -> str:
-    found = [p for p in problems(repo) if needle in p]
-    assert found, f"{needle!r} not in {problems(repo)}"
-    return found[0]
 
 
 def answer(repo, mac: str) -> dict:
@@ -260,7 +247,7 @@ def test_unknown_references_are_located(rolling):
           r1: {release: panic-1.4.1, to: {groups: [lobbby]}}
           r2: {release: panic-1.4.0, to: {channels: [nightly]}, priority: 3}
         """)
-    found = problems(rolling)
+    found = problems(rolling, T0)
     assert any(p.startswith("fleet/bad.yaml:2:11: groups.lobby.members: unknown device AA:00:00:00:00:99")
                for p in found), found
     assert any(p.startswith("fleet/bad.yaml:4:11: channels.canary: unknown release 'panic-9'") for p in found)
@@ -286,7 +273,7 @@ def test_stages_must_increase_in_percent_and_time(rolling):
               - {percent: 60}
               - {percent: 0, not_before: 2026-12-09T00:00:00Z}
         """)
-    found = problems(rolling)
+    found = problems(rolling, T0)
     assert any(p.startswith("fleet/bad.yaml:8:19: rollouts.r1.stages[1].percent: percentages must increase")
                for p in found), found
     assert any(p.startswith("fleet/bad.yaml:9:35: rollouts.r1.stages[2].not_before: stage times must increase")
@@ -303,7 +290,7 @@ def test_overlapping_rollouts_need_priorities(rolling):
             release: panic-1.4.0
             to: all
         """)
-    message = one(rolling, "rollouts.second:")
+    message = one(rolling, "rollouts.second:", T0)
     assert message.startswith("fleet/second.yaml:2:3: rollouts.second: 200 device(s)")
     assert "also covered by rollout 'panic-1.4.0' (fleet/rules.yaml:7)" in message
     # Priorities make it unambiguous; so does pausing one of them.
@@ -325,7 +312,10 @@ def test_disjoint_audiences_do_not_overlap(rolling):
         """)
     rules_file = rolling.root / "fleet/rules.yaml"
     rules_file.write_text(rules_file.read_text().replace("groups: [c6-boards]", "groups: [only-stable]"))
-    plan_site(rolling.config(), now=T0)
+    plan = plan_site(rolling.config(), now=DEC3)  # no overlap problem; every stage open
+    by_rollout = {mac: t.name for mac, t in plan.targets.items() if t.rule == ROLLOUT}
+    assert by_rollout.pop("AA:00:00:00:00:01") == "second"  # the beta device, and only it
+    assert set(by_rollout.values()) == {"panic-1.4.0"} and len(by_rollout) == 200
 
 
 def test_group_shapes_and_selectors(rolling):
@@ -340,7 +330,7 @@ def test_group_shapes_and_selectors(rolling):
           empty: {}
           bad: 42
         """)
-    found = problems(rolling)
+    found = problems(rolling, T0)
     assert any("groups.empty: a group needs `members:` and/or a selector" in p for p in found), found
     assert any("groups.bad: expected a list of MAC addresses, or a mapping" in p for p in found), found
     more = rolling.root / "fleet/more.yaml"
@@ -362,7 +352,7 @@ def test_groups_channels_rollouts_are_no_longer_reserved(example):
 
 def test_rule_names_are_unique_across_files(rolling):
     rolling.write("fleet/z-dup.yaml", "channels:\n  beta: panic-1.3.8\n")
-    assert one(rolling, "channels.beta:").startswith(
+    assert one(rolling, "channels.beta:", T0).startswith(
         "fleet/z-dup.yaml:2:3: channels.beta: duplicate channel name (first declared at fleet/rules.yaml:5)")
 
 
@@ -379,7 +369,7 @@ def test_rollout_release_must_fit_every_device_it_covers(rolling):
         """)
     rules_file = rolling.root / "fleet/rules.yaml"
     rules_file.write_text(rules_file.read_text().replace("to: {groups: [c6-boards]}", "to: all"))
-    found = problems(rolling)
+    found = problems(rolling, T0 + timedelta(days=30))  # every stage open: the rollout reaches the S3 box
     rollout = [p for p in found if "rollouts.panic-1.4.0.release" in p]
     assert rollout[0].startswith("fleet/rules.yaml:8:14: rollouts.panic-1.4.0.release: release 'panic-1.4.0' does "
                                  "not fit 1 device(s) this rollout covers: AA:00:00:00:00:01 (fleet/more.yaml:4: "
@@ -389,8 +379,8 @@ def test_rollout_release_must_fit_every_device_it_covers(rolling):
         "fleet/rules.yaml:4:11: channels.stable: no release of channel 'stable' fits 1 device(s) on it: "
         "AA:00:00:00:00:01")
     assert len(found) == 2, found
-    # Even before the stage that would reach it opens: a scheduled build must not start failing.
-    assert problems(rolling, now=T0) == found
+    # Already before the stage that would reach it opens: a scheduled build must not start failing later.
+    assert problems(rolling, T0) == found
 
 
 def test_device_chip_must_match_its_target_release(rolling):
@@ -402,7 +392,7 @@ def test_device_chip_must_match_its_target_release(rolling):
           "AA:00:00:00:00:01": {{hardware: {C6}, chip: esp32s3, channel: beta}}
           "AA:00:00:00:00:02": {{hardware: {C6}, chip: esp32c6, release: s3-2.0}}
         """)
-    found = problems(rolling)
+    found = problems(rolling, T0)
     # panic-1.4.0-rc1 declares no chip: its image's (esp32c6) counts.
     assert any("channels.beta: no release of channel 'beta' fits 1 device(s)" in p
                and "chip esp32s3, release 'panic-1.4.0-rc1' is for esp32c6" in p for p in found), found
@@ -437,7 +427,7 @@ def test_url_release_without_chip_cannot_serve_a_chip_declaring_device(rolling):
         devices:
           "AA:00:00:00:00:01": {{chip: esp32c6, release: remote}}
         """)
-    assert "has no known chip (a `url:` release must declare `chip:`)" in one(rolling, "AA:00:00:00:00:01.release")
+    assert "has no known chip (a `url:` release must declare `chip:`)" in one(rolling, "AA:00:00:00:00:01.release", T0)
     more = rolling.root / "fleet/more.yaml"
     more.write_text(more.read_text().replace("size: 1234}", "size: 1234, chip: esp32c6}"))
     build_site(rolling.config(), now=T0)
@@ -461,7 +451,7 @@ def test_allow_downgrade_reaches_the_answer_only_when_allowed(rolling):
     assert "allow_downgrade" not in answer(rolling, "AA:00:00:00:00:02")
     assert answer(rolling, "AA:00:00:00:00:03")["allow_downgrade"] is True  # the release allows it
     rolling.write("fleet/more.yaml", 'devices:\n  "AA:00:00:00:00:01": {allow_downgrade: "yes"}\n')
-    assert "expected true or false" in one(rolling, "AA:00:00:00:00:01.allow_downgrade")
+    assert "expected true or false" in one(rolling, "AA:00:00:00:00:01.allow_downgrade", T0)
 
 
 # --- explain and status --------------------------------------------------------------------

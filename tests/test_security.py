@@ -17,12 +17,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from otapub.build import build_site
+from otapub.cli import main
 from otapub.errors import OtapubError, ValidationError
 from otapub.signing import SigningError, VerificationError, generate_key, verify_answer
 from otapub.tokens import _djb2, canonical_token, device_key, djb2_0_wire, djb2_5381, hmac_sha256
-from tests.conftest import SECRET, Repo, Served, populate_example
+from tests.conftest import SECRET, Repo, Served, git, populate_example
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 HW = "FireBeetle+2+ESP32-C6"
@@ -210,7 +212,9 @@ def test_build_now_moves_rollout_stages_only_never_the_signing_clock(signed):
     real = datetime.now(timezone.utc)
     spare = verify_answer(answer_file(signed, "AABBCC000001").read_bytes(), keys_of(signed), real)
     assert spare.content["release"] == "panic-1.3.7"  # the stage of 2029 is open "in 2030"
-    for path in signed.site.glob("d/*/*.json"):
+    answers = sorted(signed.site.glob("d/*/*.json"))
+    assert len(answers) >= 3
+    for path in answers:
         found = verify_answer(path.read_bytes(), keys_of(signed), real)
         assert real + timedelta(days=6) < found.expires <= real + timedelta(days=7, minutes=5), path
         assert found.manifest_version <= version(real) + 1
@@ -266,8 +270,11 @@ def test_verify_command(signed, tmp_path):
     now = ("--now", "2026-03-02T00:00:00Z")
     ok = signed.cli("verify", str(path), "--keys", keys, "--mac", "aa:bb:cc:dd:ee:ff", "--min-version", "1", *now)
     assert ok.exit_code == 0 and ok.stdout.startswith("ok: answer for AA:BB:CC:DD:EE:FF: release panic-1.3.8")
-    ok = signed.cli("verify", str(path), "--public-key", base64.b64encode(signed.key.public_raw).decode(), *now)
+    ok = signed.cli("verify", str(path), "--public-key", base64.b64encode(signed.key.public_raw).decode(),
+                    "--mac", "AABBCCDDEEFF", *now)
     assert ok.exit_code == 0, ok.output
+    unchecked = signed.cli("verify", str(path), "--keys", keys, *now)  # "ok" would claim a check not made
+    assert unchecked.exit_code == 2 and "give --mac MAC" in unchecked.output and "ok:" not in unchecked.output
     tampered = tmp_path / "tampered.json"
     tampered.write_bytes(path.read_bytes().replace(b'"firmware_version":"1.3.8"', b'"firmware_version":"1.3.9"'))
     cases = {
@@ -280,11 +287,13 @@ def test_verify_command(signed, tmp_path):
         "not trusted": (str(path), "--public-key", generate_key()[1].public_raw.hex(), *now),
     }
     for expected, args in cases.items():
+        if "--mac" not in args:
+            args = (*args, "--mac", "AA:BB:CC:DD:EE:FF")
         result = signed.cli("verify", *args)
         assert result.exit_code == 1 and expected in result.output and "Traceback" not in result.output, expected
     unsigned = tmp_path / "unsigned.json"
     unsigned.write_bytes(b'{"mac":"AA:BB:CC:DD:EE:FF"}')
-    assert "no signature" in signed.cli("verify", str(unsigned), "--keys", keys).output
+    assert "no signature" in signed.cli("verify", str(unsigned), "--keys", keys, "--mac", "AABBCCDDEEFF").output
 
 
 def test_key_rotation_keeps_the_old_key_valid(signed, tmp_path):
@@ -327,6 +336,29 @@ def test_signing_key_file_must_live_outside_repo_and_site(example, tmp_path):
     bare = example.cli("keygen")
     assert bare.exit_code == 0 and len(base64.b64decode(bare.stdout.strip())) == 32
     assert "public key:" in bare.stderr and bare.stdout.strip() not in bare.stderr
+
+
+def test_keygen_refuses_any_git_work_tree_wherever_it_runs_from(tmp_path, monkeypatch):
+    """Run from outside every repository, without a config: the target's own work tree still counts."""
+    fleet = tmp_path / "fleet-repo"
+    fleet.mkdir()
+    git(fleet, "init", "-q", "-b", "main")
+    git(fleet, "commit", "-q", "--allow-empty", "-m", "base")
+    git(fleet, "worktree", "add", "-q", str(tmp_path / "linked"))  # its .git is a file
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "into-repo").symlink_to(fleet)
+    monkeypatch.chdir(elsewhere)
+    targets = [fleet / "signing.key", fleet / "deep" / "er" / "signing.key", tmp_path / "linked" / "k.key",
+               elsewhere / "into-repo" / "k.key", Path("into-repo/new/k.key")]
+    for target in targets:
+        result = CliRunner().invoke(main, ["keygen", "--out", str(target)], catch_exceptions=False)
+        assert result.exit_code == 2 and "is inside a git work tree" in result.output, (target, result.output)
+        assert not target.exists()
+    assert not (fleet / "deep").exists() and not (fleet / "new").exists()  # no folder made either
+    outside = elsewhere / "keys" / "signing.key"
+    assert CliRunner().invoke(main, ["keygen", "--out", str(outside)]).exit_code == 0
+    assert outside.is_file()
 
 
 def test_a_bad_signing_key_is_a_clean_error(example):
@@ -620,7 +652,7 @@ def test_no_secret_or_private_key_in_site_logs_or_output(repo):
     repo.set_config(checkin_log="state/checkins.jsonl")
     outputs = [repo.cli("build").output, repo.cli("audit").output, repo.cli("--help").output]
     outputs.append(repo.cli("verify", str(answer_file(repo, "AABBCCDDEEFF")), "--keys",
-                            str(repo.site / "keys.json")).output)
+                            str(repo.site / "keys.json"), "--mac", "AABBCCDDEEFF").output)
     server = Served(repo)
     try:
         for mac in HMAC_MACS:

@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from otapub.build import build_site
 from otapub.shim import _REQUIRED, _fields
 from otapub.tokens import djb2_5381
-from tests.conftest import SECRET, Served
+from tests.conftest import SECRET, Served, run_threads
 
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
@@ -33,15 +32,11 @@ def test_both_servers_answer_the_protocol_and_log_every_check(example, server):
         status, response_headers, data = served.request(url.removeprefix(served.base))
         assert status == 200 and len(data) == body["size"] == int(response_headers["content-length"])
 
-        def burst():
+        def burst(_thread: int) -> None:
             for _ in range(25):
                 assert served.request(query, headers)[0] == 200
 
-        threads = [threading.Thread(target=burst) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(burst, 4)
         lines = (example.root / "state/checkins.jsonl").read_text().splitlines()
         assert len(lines) == 101 and all(json.loads(line)["status"] == 200 for line in lines)
     finally:

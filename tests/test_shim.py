@@ -2,9 +2,9 @@
 
 Each test runs against each shim: the Python shim under its production server ("python"), and the Cloudflare
 Worker (edge/cloudflare) under Miniflare with the site as static assets ("worker-assets") or in
-an R2 bucket ("worker-r2"). The Worker's runs are skipped where node or its npm packages are
-missing (`bash edge/cloudflare/ci.sh install`; .ci/run installs them). What only the Python shim
-can do is marked so, with the reason.
+an R2 bucket ("worker-r2"). The Worker's runs fail where node or its npm packages are missing
+(`bash edge/cloudflare/ci.sh install`; .ci/run installs them). What only one shim can do runs
+against that shim alone (ONLY_PYTHON, ONLY_R2), with the reason.
 """
 
 import json
@@ -20,7 +20,7 @@ from otapub.build import build_site
 from otapub.firmware import digest_file
 from otapub.shim import Shim
 from otapub.tokens import djb2_0_wire, djb2_5381
-from tests.conftest import SECRET, Repo, Served, WorkerServed, edge_missing, populate_example
+from tests.conftest import SECRET, Repo, Served, WorkerServed, edge_missing, populate_example, run_threads
 
 HW = "FireBeetle+2+ESP32-C6"  # the firmware's urlEncode(): space -> '+'
 EEFF = djb2_5381("AABBCCDDEEFF", SECRET)
@@ -37,7 +37,7 @@ SHIMS = ["python", "worker-assets", "worker-r2"]
 @pytest.fixture(scope="module", params=SHIMS)
 def served(request, tmp_path_factory):
     if request.param != "python" and (why := edge_missing()):
-        pytest.skip(why)
+        pytest.fail(why)
     repo = populate_example(Repo(tmp_path_factory.mktemp("shim") / "repo"))
     repo.write("fleet/rollback.yaml", """\
         devices:
@@ -52,9 +52,9 @@ def served(request, tmp_path_factory):
     server.stop()
 
 
-def python_only(served, why: str) -> None:
-    if served.kind != "python":
-        pytest.skip(f"python shim only: {why}")
+# A test for one shim alone overrides the `served` fixture's parameters (indirect parametrization).
+ONLY_PYTHON = pytest.mark.parametrize("served", ["python"], indirect=True)
+ONLY_R2 = pytest.mark.parametrize("served", ["worker-r2"], indirect=True)
 
 
 def checkins(served):
@@ -156,9 +156,11 @@ def test_unknown_mac_and_wrong_token_are_indistinguishable(served):
 def test_checkin_log_lines(served):
     served.json(check(version="1.3.7"), {"X-Device-Auth": EEFF})
     entry = checkins(served)[-1]
-    assert set(entry) == {"time", "client", "mac", "device_id", "hardware", "version", "target", "decision", "status"}
+    assert set(entry) == {"time", "ip", "client", "mac", "device_id", "hardware", "version", "target", "decision",
+                          "status"}
     assert entry["mac"] == "AA:BB:CC:DD:EE:FF" and entry["version"] == "1.3.7" and entry["target"] == "1.3.8"
-    assert entry["decision"] == "update_offered" and entry["status"] == 200 and entry["client"] == "127.0.0.1"
+    assert entry["decision"] == "update_offered" and entry["status"] == 200
+    assert entry["ip"] == "127.0.0.1" and entry["client"] == "seed"
     text = log_text(served)
     assert EEFF not in text and EEFF.lower() not in text and SECRET not in text
 
@@ -258,9 +260,10 @@ def test_traversal_corpus(served, target):
     assert status in (400, 404, 414) and b"CANARY" not in data and b"root:" not in data
 
 
+@ONLY_PYTHON
 def test_symlink_in_site_is_not_followed(served):
-    python_only(served, "the Worker reads a staged copy or an R2 mirror of the site, which never holds a symlink "
-                "(edge/cloudflare/test/site.test.mjs checks that staging and publishing skip them)")
+    """Python shim only: the Worker reads a staged copy or an R2 mirror of the site, which never holds a
+    symlink (edge/cloudflare/test/site.test.mjs checks that staging and publishing skip them)."""
     site = served.repo.site
     fw_dir = next((site / "f").iterdir())
     link = fw_dir / "evil.bin"
@@ -278,16 +281,12 @@ def test_concurrent_workers_append_whole_lines(served):
     before = len(checkins(served))
     errors = []
 
-    def hammer():
+    def hammer(_thread: int) -> None:
         for _ in range(50):
             if served.request(check(), {"X-Device-Auth": EEFF})[0] != 200:
                 errors.append(1)
 
-    threads = [threading.Thread(target=hammer) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(hammer, 8)
     assert not errors
     assert len(checkins(served)) == before + 400  # every line parses: none interleaved
 
@@ -321,10 +320,13 @@ def devices_during(served, change) -> tuple[list, list]:
     return failures, checks
 
 
+@ONLY_PYTHON
 def test_site_rebuilds_are_served_live_without_failures(served):
-    """Serve continuously while releases change; no request fails, no answer names a missing file."""
-    python_only(served, "live rebuilds under the production server; the Worker's site changes by deploy or R2 publish "
-                "(test_r2_republish_keeps_every_answers_firmware)")
+    """Serve continuously while releases change; no request fails, no answer names a missing file.
+
+    Python shim only: live rebuilds under the production server; the Worker's site changes by deploy
+    or R2 publish (test_r2_republish_keeps_every_answers_firmware).
+    """
     repo = served.repo
     releases = repo.root / "fleet/releases.yaml"
     original = releases.read_text()
@@ -344,10 +346,12 @@ def test_site_rebuilds_are_served_live_without_failures(served):
     assert failures == []
 
 
+@ONLY_R2
 def test_r2_republish_keeps_every_answers_firmware(served):
-    """Devices keep checking and downloading while the site is rebuilt and published into R2."""
-    if served.kind != "worker-r2":
-        pytest.skip("worker-r2 only: the R2 publish step (edge/cloudflare/lib/publish.mjs)")
+    """Devices keep checking and downloading while the site is rebuilt and published into R2.
+
+    worker-r2 only: the R2 publish step (edge/cloudflare/lib/publish.mjs).
+    """
     repo = served.repo
     summaries = []
 
@@ -513,7 +517,7 @@ def signed_served(request, tmp_path_factory):
     from otapub.signing import generate_key
 
     if request.param != "python" and (why := edge_missing()):
-        pytest.skip(why)
+        pytest.fail(why)
     repo = populate_example(Repo(tmp_path_factory.mktemp("signed") / "repo"))
     with open(repo.root / "fleet/devices.yaml", "a") as handle:
         handle.write('  "AA:BB:CC:00:00:10":\n    target_version: "1.3.7"\n    token_scheme: hmac-sha256\n')

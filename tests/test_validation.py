@@ -5,20 +5,8 @@ import os
 import pytest
 
 from otapub.build import build_site
-from otapub.errors import ValidationError
 from otapub.render import plan_site
-
-
-def problems(repo) -> list[str]:
-    with pytest.raises(ValidationError) as err:
-        plan_site(repo.config())
-    return [str(p) for p in err.value.problems]
-
-
-def one(repo, needle: str) -> str:
-    found = [p for p in problems(repo) if needle in p]
-    assert found, f"{needle!r} not in {problems(repo)}"
-    return found[0]
+from tests.conftest import one, problems
 
 
 def test_example_is_valid(example):

@@ -71,3 +71,33 @@ def test_vectors_cover_both_outcomes():
     assert VERSIONS["valid"] and VERSIONS["invalid"] and {c["result"] for c in VERSIONS["compare"]} == {-1, 0, 1}
     assert MACS["valid"] and MACS["invalid"]
     assert {c["canonical"] is None for c in HEADERS["cases"]} == {True, False}
+
+
+HTTPUPDATE = load("httpupdate.json")
+
+
+@pytest.mark.parametrize("case", HTTPUPDATE["cases"], ids=lambda c: c["name"])
+def test_httpupdate_decision(case):
+    from otapub.clients import HTTPUpdateRequest, httpupdate_check, httpupdate_decision
+
+    headers = {name.lower(): value for name, value in case["headers"].items()}
+    request = HTTPUpdateRequest.read(lambda name: headers.get(name.lower()))
+    answer = {k: v for k, v in {**HTTPUPDATE["answer"], **case.get("answer", {})}.items() if v is not None}
+    got = httpupdate_check(request) or httpupdate_decision(request, answer)
+    send = "image" if got.send_image else "version" if got.version_only else None
+    assert (got.status, got.decision, got.error, send) == (case["status"], case["decision"], case["error"],
+                                                           case["send"])
+
+
+@pytest.mark.parametrize("case", HTTPUPDATE["basic"], ids=lambda c: c["header"])
+def test_basic_auth_token(case):
+    from otapub.tokens import basic_auth_token
+
+    assert basic_auth_token(case["header"]) == case["token"]
+
+
+@pytest.mark.parametrize("case", HTTPUPDATE["firmware"], ids=lambda c: str(c["answer"].get("firmware_url")))
+def test_site_firmware_of_an_answer(case):
+    from otapub.clients import site_firmware
+
+    assert site_firmware(case["answer"]) == case["path"]

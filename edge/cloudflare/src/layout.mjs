@@ -9,13 +9,16 @@ export const KEYS_KEY = "keys.json"; // public keys of signed answers (only when
 
 // The only files the shim can ever serve (the Python shim's route patterns, as site paths).
 export const ANSWER_KEY = /^d\/[0-9A-F]{8,64}\/[0-9A-F]{12}\.json$/;
+// Static manifests of the clients that compare versions themselves (otapub/clients.py MANIFESTS).
+export const MANIFEST_KEY = /^d\/[0-9A-F]{8,64}\/[0-9A-F]{12}\/(?:esp32fota|esphome)\.json$/;
 export const FIRMWARE_KEY = /^f\/[0-9a-f]{64}\/[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$/;
 export const TEMP_MARK = ".otapub-tmp-"; // otapub.fsutil.TMP_MARK: a build's file in progress
 
-/** Whether a site path is one the shim serves (answers, firmware, the build record, keys). */
+/** Whether a site path is one the shim serves (answers, manifests, firmware, the build record, keys). */
 export function isServedKey(key) {
   if (key.includes(TEMP_MARK)) return false;
-  return key === RECORD_KEY || key === KEYS_KEY || ANSWER_KEY.test(key) || FIRMWARE_KEY.test(key);
+  return key === RECORD_KEY || key === KEYS_KEY || ANSWER_KEY.test(key) || MANIFEST_KEY.test(key)
+    || FIRMWARE_KEY.test(key);
 }
 
 /**

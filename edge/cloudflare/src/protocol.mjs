@@ -321,3 +321,133 @@ export function ifRangeOk(headers, etag) {
   const condition = headers.get("If-Range");
   return condition === null || pyStrip(condition) === etag;
 }
+
+// -- update clients (otapub/clients.py, tokens.py basic_auth_token) ---------------------------------
+// Arduino HTTPUpdate (arduino-esp32 libraries/HTTPUpdate/src/HTTPUpdate.cpp) and ESP8266httpUpdate
+// (esp8266/Arduino libraries/ESP8266httpUpdate/src/ESP8266httpUpdate.cpp) send x-ESP32-* / x-ESP8266-*
+// headers; tests/vectors/httpupdate.json holds this port to the Python decisions.
+
+export const HTTPUPDATE = "httpupdate";
+export const DEFAULT_CLIENTS = ["seed"];
+const PLATFORMS = ["ESP32", "ESP8266"];
+const MODES = ["sketch", "spiffs", "version"];
+const DIGITS = /^[0-9]{1,12}$/;
+const MD5_HEX = /^[0-9A-Fa-f]{32}$/;
+const MAX_HEADER = 128;
+
+/** The x-<platform>-* headers of a request; `header(name)` gives a value or null. */
+export function httpUpdateRequest(header) {
+  for (const platform of PLATFORMS) {
+    const mac = header(`x-${platform}-STA-MAC`);
+    if (mac !== null && mac !== undefined) {
+      const get = (name) => {
+        const value = header(`x-${platform}-${name}`);
+        return value === null || value === undefined ? null : pySlice(pyStrip(value), MAX_HEADER);
+      };
+      return { platform, mac: pySlice(pyStrip(mac), MAX_HEADER), version: get("version"),
+        sketchMd5: get("sketch-md5"), freeSpace: get("free-space"), mode: get("mode") };
+    }
+  }
+  return { platform: null, mac: null, version: null, sketchMd5: null, freeSpace: null, mode: null };
+}
+
+function answerOf(status, decision, error = null, mac = null, send = null) {
+  return { status, decision, error, mac12: mac, send };
+}
+
+/** The request's own mistakes (400) before any file is read; null when it is well formed. */
+export function httpUpdateCheck(request) {
+  const p = request.platform;
+  if (p === null) return answerOf(400, "bad_request", "Missing x-ESP32-STA-MAC (or x-ESP8266-STA-MAC) header");
+  let mac;
+  try {
+    mac = mac12(request.mac || "");
+  } catch {
+    return answerOf(400, "bad_request", `Invalid MAC address format in x-${p}-STA-MAC`);
+  }
+  const mode = request.mode || "sketch";
+  if (!MODES.includes(mode)) {
+    return answerOf(400, "bad_request", `Unsupported x-${p}-mode (known: ${MODES.join(", ")})`, mac);
+  }
+  if (request.version !== null && request.version !== "") {
+    try {
+      parseVersion(request.version);
+    } catch {
+      return answerOf(400, "bad_request", `Invalid version format in x-${p}-version`, mac);
+    }
+  } else if (mode === "sketch" && !(request.sketchMd5 && MD5_HEX.test(request.sketchMd5))) {
+    return answerOf(400, "bad_request",
+      `Send x-${p}-version (httpUpdate.update's currentVersion) or x-${p}-sketch-md5`, mac);
+  }
+  if (request.freeSpace !== null && !DIGITS.test(request.freeSpace)) {
+    return answerOf(400, "bad_request", `Invalid x-${p}-free-space`, mac);
+  }
+  return null;
+}
+
+/** What an authenticated, well-formed request gets from the device's answer (clients.py httpupdate_decision). */
+export function httpUpdateDecision(request, answer) {
+  const mac = mac12(request.mac || "");
+  const clients = answer.clients || DEFAULT_CLIENTS;
+  if (!clients.includes(HTTPUPDATE)) {
+    return answerOf(403, "client_not_declared", "Device is not declared for client httpupdate (fleet YAML `client:`)",
+      mac);
+  }
+  const mode = request.mode || "sketch";
+  const target = answer.firmware_version ?? null;
+  if (mode === "spiffs") return answerOf(304, "no_target", null, mac);
+  if (!target) {
+    return mode === "version" ? answerOf(200, "no_target", null, mac, "version") : answerOf(304, "no_target", null, mac);
+  }
+  let newer;
+  if (request.version) {
+    const comparison = compareVersions(parseVersion(target), parseVersion(request.version));
+    newer = comparison > 0 || (answer.allow_downgrade === true && comparison !== 0);
+  } else if (request.sketchMd5) {
+    newer = request.sketchMd5.toLowerCase() !== answer.md5;
+  } else {
+    newer = false;
+  }
+  const decision = newer ? "update_offered" : "up_to_date";
+  if (mode === "version") return answerOf(200, decision, null, mac, "version");
+  if (!newer) return answerOf(304, decision, null, mac);
+  const size = answer.size;
+  if (request.freeSpace !== null && Number.isInteger(size) && size > Number(request.freeSpace)) {
+    return answerOf(409, "no_space", `Firmware ${target} is ${size} bytes, more than the ${Number(request.freeSpace)} `
+      + `bytes of free space the device reports (x-${request.platform}-free-space)`, mac);
+  }
+  return answerOf(200, decision, null, mac, "image");
+}
+
+const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** The password of an `Authorization: Basic` header (tokens.py basic_auth_token), or null. */
+export function basicAuthToken(header) {
+  if (header === null || header === undefined) return null;
+  const text = pyStrip(header);
+  const at = text.indexOf(" ");
+  const scheme = at < 0 ? text : text.slice(0, at);
+  const value = at < 0 ? "" : pyStrip(text.slice(at + 1));
+  if (scheme.toLowerCase() !== "basic" || value.length > 512) return null;
+  if (!B64.test(value) || value.length % 4 !== 0) return null;
+  let decoded;
+  try {
+    const bytes = Uint8Array.from(atob(value), (c) => c.charCodeAt(0));
+    decoded = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return null;
+  }
+  const colon = decoded.indexOf(":");
+  return colon < 0 ? null : decoded.slice(colon + 1);
+}
+
+const SITE_FIRMWARE = /\/(f\/([0-9a-f]{64})\/[A-Za-z0-9_-][A-Za-z0-9._-]{0,99})$/;
+
+/** The site path of the answer's firmware, or null for a `url:` release (clients.py site_firmware). */
+export function siteFirmware(answer) {
+  const url = answer.firmware_url;
+  if (typeof url !== "string") return null;
+  const match = SITE_FIRMWARE.exec(url);
+  if (match === null || match[2] !== answer.sha256) return null;
+  return match[1];
+}

@@ -11,8 +11,9 @@
 // edge/cloudflare/checkins.py turns an export into a log that `otapub status --log` reads.
 
 import {
-  canonicalToken, compareVersions, httpDate, ifRangeOk, mac12 as toMac12, notModified, parseQs, parseRange,
-  parseVersion, pyJson, pyLen, pySlice, pyStrip, utcNow, wsgiPath,
+  DEFAULT_CLIENTS, basicAuthToken, canonicalToken, compareVersions, httpDate, httpUpdateCheck, httpUpdateDecision,
+  httpUpdateRequest, ifRangeOk, mac12 as toMac12, notModified, parseQs, parseRange, parseVersion, pyJson, pyLen,
+  pySlice, pyStrip, siteFirmware, utcNow, wsgiPath,
 } from "./protocol.mjs";
 import { seedFirmware } from "./layout.mjs";
 import { openStore } from "./storage.mjs";
@@ -20,6 +21,10 @@ import { openStore } from "./storage.mjs";
 const ANSWER = /^\/d\/([0-9A-F]{8,64})\/([0-9A-F]{12})\.json$/;
 const FIRMWARE = /^\/f\/([0-9a-f]{64})\/([A-Za-z0-9_-][A-Za-z0-9._-]{0,99})$/;
 const SEED_FIRMWARE = /^\/firmware\/([A-Za-z0-9_-][A-Za-z0-9._-]{0,99})$/;
+// Static manifests (esp32FOTA, ESPHome) beside a device's answer: the token in the path is the credential.
+const MANIFEST = /^\/d\/([0-9A-F]{8,64})\/([0-9A-F]{12})\/(esp32fota|esphome)\.json$/;
+// Arduino HTTPUpdate / ESP8266httpUpdate: the token in the path, X-Device-Auth or Basic authorization.
+const HTTPUPDATE = /^\/api\/httpupdate(?:\/([0-9A-Fa-f]{1,64}))?$/;
 const MAX_PATH = 512;
 const MAX_QUERY = 2048;
 const MAX_FIELD = 128;
@@ -36,6 +41,9 @@ const HARDWARE_MISMATCH = "hardware_mismatch";
 const NO_TARGET = "no_target";
 const AUTH_FAILED = "auth_failed";
 const BAD_REQUEST = "bad_request";
+const CLIENT_NOT_DECLARED = "client_not_declared";
+const ANSWER_SERVED = "answer_served";
+const MANIFEST_SERVED = "manifest_served";
 const CHECKIN_EVENT = "otapub.checkin";
 
 /** Offer newer firmware; older only where the fleet explicitly allows a downgrade (shim.py _offer). */
@@ -90,7 +98,7 @@ class Shim {
     if (path.startsWith("/admin/") || path === "/admin") return notFound(); // no admin API at the edge
     if (method !== "GET" && method !== "HEAD") {
       const known = path === "/api/firmware" || path === "/status" || path === "/keys.json" || FIRMWARE.test(path)
-        || ANSWER.test(path) || SEED_FIRMWARE.test(path);
+        || ANSWER.test(path) || SEED_FIRMWARE.test(path) || MANIFEST.test(path) || HTTPUPDATE.test(path);
       return known ? json(405, { error: "Method not allowed" }, [["Allow", "GET, HEAD"]]) : notFound();
     }
     if (path === "/api/firmware") return this.check(request, url);
@@ -100,6 +108,10 @@ class Shim {
     if (match) return this.file(request, `f/${match[1]}/${match[2]}`, true);
     match = ANSWER.exec(path);
     if (match) return this.answerFile(request, match[1], match[2]);
+    match = MANIFEST.exec(path);
+    if (match) return this.manifest(request, match[1], match[2], match[3]);
+    match = HTTPUPDATE.exec(path);
+    if (match) return this.httpUpdate(request, match[1] ?? null);
     match = SEED_FIRMWARE.exec(path);
     if (match) {
       const key = seedFirmware(await this.store.index(), match[1]);
@@ -111,7 +123,7 @@ class Shim {
   // -- the device protocol ------------------------------------------------------------------------
   async check(request, url) {
     const query = url.search.slice(1);
-    const record = { time: utcNow(), client: request.headers.get("CF-Connecting-IP") };
+    const record = { time: utcNow(), ip: request.headers.get("CF-Connecting-IP"), client: "seed" };
     const params = parseQs(pySlice(query, MAX_QUERY), 16) || new Map();
     const values = {};
     for (const name of REQUIRED) values[name] = pySlice((params.get(name) || [""])[0], MAX_FIELD);
@@ -133,15 +145,14 @@ class Shim {
     } catch {
       return this.refuse(record, 400, "Invalid version format");
     }
-    const token = canonicalToken(request.headers.get("X-Device-Auth"));
-    const raw = token ? await this.store.bytes(`d/${token}/${mac12}.json`) : null;
-    const answer = this.parseAnswer(raw, mac12);
-    if (answer === null) {
-      record.decision = AUTH_FAILED;
-      return this.refuse(record, 401, "Authentication failed");
+    const { raw, answer } = await this.deviceAnswer(canonicalToken(request.headers.get("X-Device-Auth")), mac12,
+      record);
+    if (answer === null) return this.refuse(record, 401, "Authentication failed");
+    const target = record.target;
+    if (!(answer.clients || DEFAULT_CLIENTS).includes("seed")) {
+      record.decision = CLIENT_NOT_DECLARED;
+      return this.refuse(record, 403, "Device is not declared for client seed (fleet YAML `client:`)");
     }
-    const target = answer.firmware_version ?? null;
-    record.target = target;
     const allowed = answer.release_hardware ?? null;
     let body;
     if (!target) {
@@ -165,6 +176,15 @@ class Shim {
       return jsonWithSigned(body, raw);
     }
     return json(200, body);
+  }
+
+  async deviceAnswer(token, mac12, record) {
+    // The answer at the path the token and the MAC name together: found only for the device's own token.
+    const raw = token ? await this.store.bytes(`d/${token}/${mac12}.json`) : null;
+    const answer = this.parseAnswer(raw, mac12);
+    if (answer === null) record.decision = AUTH_FAILED;
+    else record.target = answer.firmware_version ?? null;
+    return { raw, answer };
   }
 
   refuse(record, status, error) {
@@ -194,12 +214,77 @@ class Shim {
   }
 
   async answerFile(request, token, mac12) {
+    // ESP-IDF devices (client idf) read their answer here and compare versions themselves.
+    const record = { time: utcNow(), ip: request.headers.get("CF-Connecting-IP"), client: "idf",
+      mac: mac12.match(/../g).join(":") };
     const offered = canonicalToken(request.headers.get("X-Device-Auth")) || "";
-    if (!sameToken(offered, token)) return authFailed();
-    const data = await this.store.bytes(`d/${token}/${mac12}.json`);
-    if (data === null) return authFailed();
+    const data = sameToken(offered, token) ? await this.store.bytes(`d/${token}/${mac12}.json`) : null;
+    if (data === null) {
+      Object.assign(record, { decision: AUTH_FAILED, status: 401 });
+      logCheckin(record);
+      return authFailed();
+    }
+    const answer = this.parseAnswer(data, mac12);
+    Object.assign(record, { target: answer?.firmware_version ?? null, decision: ANSWER_SERVED, status: 200 });
+    logCheckin(record);
     return new Response(data, { status: 200, headers: [["Content-Type", JSON_TYPE],
       ["Content-Length", String(data.byteLength)], ["Cache-Control", "no-store"]] });
+  }
+
+  async manifest(request, token, mac12, client) {
+    // Rendered by the build; a static host serves the same file. Logged here because the shim can.
+    const data = await this.store.bytes(`d/${token}/${mac12}/${client}.json`);
+    if (data === null) return notFound();
+    const answer = this.parseAnswer(await this.store.bytes(`d/${token}/${mac12}.json`), mac12); // for the log
+    logCheckin({ time: utcNow(), ip: request.headers.get("CF-Connecting-IP"), client, mac: mac12.match(/../g).join(":"),
+      target: answer?.firmware_version ?? null, decision: MANIFEST_SERVED, status: 200 });
+    return new Response(data, { status: 200, headers: [["Content-Type", JSON_TYPE],
+      ["Content-Length", String(data.byteLength)], ["Cache-Control", "no-store"]] });
+  }
+
+  async httpUpdate(request, pathToken) {
+    // Arduino HTTPUpdate / ESP8266httpUpdate (otapub/shim.py Shim.httpupdate, clients.py)
+    const headers = request.headers;
+    const update = httpUpdateRequest((name) => headers.get(name));
+    const record = { time: utcNow(), ip: headers.get("CF-Connecting-IP"), client: "httpupdate",
+      mac: update.mac || null, device_id: null, hardware: null, version: update.version || null };
+    const bad = httpUpdateCheck(update);
+    if (bad !== null) {
+      if (bad.mac12) record.mac = bad.mac12.match(/../g).join(":");
+      return this.refuse(record, bad.status, bad.error);
+    }
+    const mac12 = toMac12(update.mac);
+    record.mac = mac12.match(/../g).join(":");
+    const offered = pathToken ?? headers.get("X-Device-Auth") ?? basicAuthToken(headers.get("Authorization"));
+    const { answer } = await this.deviceAnswer(canonicalToken(offered), mac12, record);
+    if (answer === null) return this.refuse(record, 401, "Authentication failed");
+    const target = record.target;
+    const result = httpUpdateDecision(update, answer);
+    record.decision = result.decision;
+    if (result.error !== null) return this.refuse(record, result.status, result.error);
+    const extra = target ? [["x-version", target], ["x-MD5", field(answer, "md5")]] : [];
+    if (result.send === "version") {
+      record.status = 200;
+      logCheckin(record);
+      return json(200, { firmware_version: target }, extra);
+    }
+    if (result.send !== "image") {
+      record.status = result.status;
+      logCheckin(record);
+      return new Response(null, { status: result.status, headers: [["Cache-Control", "no-store"]] });
+    }
+    const key = siteFirmware(answer);
+    const info = key === null ? null : await this.store.stat(key);
+    const body = info === null ? null : await this.store.body(key, 0, info.size, info.size);
+    if (body === null) {
+      console.error(`httpupdate: the firmware of ${mac12}'s answer is not in the site: rebuild it`);
+      return this.refuse(record, 404, "Not found");
+    }
+    record.status = 200;
+    logCheckin(record);
+    // Content-Length, never chunked: HTTPUpdate reads with HTTP/1.0 and needs the size up front.
+    return new Response(body, { status: 200, headers: [["Content-Type", "application/octet-stream"],
+      ["Content-Length", String(info.size)], ["Cache-Control", "no-store"], ...extra] });
   }
 
   async keys() {

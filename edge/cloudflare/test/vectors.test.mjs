@@ -8,7 +8,10 @@ import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { canonicalToken, compareVersions, djb2, mac12, parseVersion } from "../src/protocol.mjs";
+import {
+  basicAuthToken, canonicalToken, compareVersions, djb2, httpUpdateCheck, httpUpdateDecision, httpUpdateRequest, mac12,
+  parseVersion, siteFirmware,
+} from "../src/protocol.mjs";
 
 const VECTORS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "tests", "vectors");
 const load = (name) => JSON.parse(readFileSync(path.join(VECTORS, name), "utf8"));
@@ -60,4 +63,25 @@ test("token vectors: wire forms canonicalise, known schemes compute", () => {
     const compute = SCHEMES[vector.scheme];
     if (compute) assert.equal(compute(mac12(vector.mac), vector.secret), vector.canonical, vector.note);
   }
+});
+
+const httpupdate = load("httpupdate.json");
+
+test("HTTPUpdate requests get the Python shim's decisions", () => {
+  for (const c of httpupdate.cases) {
+    const headers = new Headers(c.headers);
+    const request = httpUpdateRequest((name) => headers.get(name));
+    const answer = Object.fromEntries(Object.entries({ ...httpupdate.answer, ...(c.answer || {}) })
+      .filter(([, v]) => v !== null));
+    const got = httpUpdateCheck(request) || httpUpdateDecision(request, answer);
+    assert.deepEqual([got.status, got.decision, got.error, got.send], [c.status, c.decision, c.error, c.send], c.name);
+  }
+});
+
+test("Basic authorization carries the token as its password", () => {
+  for (const { header, token } of httpupdate.basic) assert.equal(basicAuthToken(header), token, header);
+});
+
+test("an answer's firmware is served from the site only when it is the site's file", () => {
+  for (const { answer, path } of httpupdate.firmware) assert.equal(siteFirmware(answer), path, answer.firmware_url);
 });
