@@ -135,6 +135,20 @@ CREATE TEMP TABLE IF NOT EXISTS per_mac (
 );
 CREATE TEMP TABLE IF NOT EXISTS per_day (day, mac, checks, version, PRIMARY KEY (day, mac)) WITHOUT ROWID;
 """
+def _merged(old: str, new: str) -> str:
+    """SET clauses merging ``new`` (a MAC's later check-ins) into ``old`` (what was known of it)."""
+    return f"""last_check = {new}.last_check,
+        last_version = coalesce({new}.last_version, {old}.last_version),
+        last_target = CASE WHEN {new}.authenticated THEN {new}.last_target ELSE {old}.last_target END,
+        last_decision = {new}.last_decision,
+        device_id = coalesce({new}.device_id, {old}.device_id),
+        hardware = coalesce({new}.hardware, {old}.hardware),
+        last_ip = {new}.last_ip,
+        last_client = coalesce({new}.last_client, {old}.last_client),
+        checks = {old}.checks + {new}.checks,
+        auth_failures = {old}.auth_failures + {new}.auth_failures"""
+
+
 _TEXT_VERSION = "auth AND typeof(version) = 'text'"
 _FOLD = (
     # The batch per MAC (the columns of `devices`, then: the first authenticated version and its
@@ -148,20 +162,11 @@ _FOLD = (
            CASE WHEN {_TEXT_VERSION} THEN time END, auth
     FROM temp.batch WHERE 1 ORDER BY seq
     ON CONFLICT (mac) DO UPDATE SET
-        last_check = excluded.last_check,
         last_update = CASE WHEN excluded.last_version IS NOT NULL AND per_mac.last_version IS NOT NULL
                                 AND excluded.last_version != per_mac.last_version
                                 AND otapub_newer(excluded.last_version, per_mac.last_version)
                            THEN excluded.last_check ELSE per_mac.last_update END,
-        last_version = coalesce(excluded.last_version, per_mac.last_version),
-        last_target = CASE WHEN excluded.authenticated THEN excluded.last_target ELSE per_mac.last_target END,
-        last_decision = excluded.last_decision,
-        device_id = coalesce(excluded.device_id, per_mac.device_id),
-        hardware = coalesce(excluded.hardware, per_mac.hardware),
-        last_ip = excluded.last_ip,
-        last_client = coalesce(excluded.last_client, per_mac.last_client),
-        checks = per_mac.checks + 1,
-        auth_failures = per_mac.auth_failures + excluded.auth_failures,
+        {_merged("per_mac", "excluded")},
         first_version_time = CASE WHEN per_mac.first_version IS NULL THEN excluded.first_version_time
                                   ELSE per_mac.first_version_time END,
         first_version = coalesce(per_mac.first_version, excluded.first_version),
@@ -169,25 +174,16 @@ _FOLD = (
     """,
     # Merged into the MACs' rows; on the right of SET, `devices.` is the row before the update.
     # {few}: for a batch of few MACs, look their rows up instead of scanning `devices`.
-    """
+    f"""
     UPDATE devices SET
         first_seen = coalesce(devices.first_seen, b.first_seen),
-        last_check = b.last_check,
         last_update = coalesce(b.last_update,
                                CASE WHEN b.first_version IS NOT NULL AND devices.last_version IS NOT NULL
                                          AND devices.last_version != b.first_version
                                          AND otapub_newer(b.first_version, devices.last_version)
                                     THEN b.first_version_time ELSE devices.last_update END),
-        last_version = coalesce(b.last_version, devices.last_version),
-        last_target = CASE WHEN b.authenticated THEN b.last_target ELSE devices.last_target END,
-        last_decision = b.last_decision,
-        device_id = coalesce(b.device_id, devices.device_id),
-        hardware = coalesce(b.hardware, devices.hardware),
-        last_ip = b.last_ip,
-        last_client = coalesce(b.last_client, devices.last_client),
-        checks = devices.checks + b.checks,
-        auth_failures = devices.auth_failures + b.auth_failures
-    FROM temp.per_mac AS b WHERE devices.mac = b.mac {few}
+        {_merged("devices", "b")}
+    FROM temp.per_mac AS b WHERE devices.mac = b.mac {{few}}
     """,
     f"INSERT OR IGNORE INTO devices SELECT {', '.join(_DEVICE_COLUMNS)} FROM temp.per_mac",
     "INSERT INTO checkins SELECT coalesce(day, ''), time, mac, version, target, decision, status, ip, client "
