@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from otapub.publish import BuildResult, BuildState, publish
 from otapub.record import read_record
 from otapub.render import answer_secret, render
 from otapub.secure_build import SecureBuild
-from otapub.yamlsource import fleet_files
+from otapub.yamlsource import fleet_files, stat_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +120,4 @@ def _cycle_collector_paused() -> Iterator[None]:
 def _fingerprint(config: Config, files: list[Path], inputs: list[str]) -> str:
     secret = (config.shared_secret_key or "").encode()
     parts: list[Any] = [__version__, config.public(), hashlib.sha256(b"otapub-fingerprint:" + secret).hexdigest()]
-    for path in [*files, *map(Path, inputs)]:
-        try:
-            stat = path.stat()
-            parts.append([str(path), stat.st_size, stat.st_mtime_ns])
-        except OSError:
-            parts.append([str(path), None])
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return stat_fingerprint(parts, [*files, *map(Path, inputs)])[0]

@@ -24,12 +24,15 @@ reported last that day) and ``fleet_days`` (devices per version per day, kept by
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -99,29 +102,126 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 # A MAC's history is read with one index seek per day there is history of.
 _DAYS = "SELECT day FROM days"
 _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
-# One batch's summary of a MAC merged into its row: ?1..?13 the columns (the batch alone), ?14/?15
-# the batch's first authenticated version and its time, ?16 whether any check-in was authenticated.
-# On the right of SET, `devices.` is the row before the update.
-_UPSERT_DEVICE = """
-INSERT INTO devices VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-ON CONFLICT (mac) DO UPDATE SET
-    first_seen = coalesce(devices.first_seen, excluded.first_seen),
-    last_check = excluded.last_check,
-    last_update = coalesce(?7, CASE WHEN ?14 IS NOT NULL AND devices.last_version IS NOT NULL
-                                    AND devices.last_version != ?14 AND otapub_newer(?14, devices.last_version)
-                               THEN ?15 ELSE devices.last_update END),
-    last_version = coalesce(excluded.last_version, devices.last_version),
-    last_target = CASE WHEN ?16 THEN excluded.last_target ELSE devices.last_target END,
-    last_decision = excluded.last_decision,
-    device_id = coalesce(excluded.device_id, devices.device_id),
-    hardware = coalesce(excluded.hardware, devices.hardware),
-    last_ip = excluded.last_ip,
-    last_client = coalesce(excluded.last_client, devices.last_client),
-    checks = devices.checks + excluded.checks,
-    auth_failures = devices.auth_failures + excluded.auth_failures
+
+
+# The fleet's devices and their targets as of the last `status` (otapub.devices keeps it): `status`
+# is then one join, without loading the fleet YAML. Valid for the fleet files' fingerprint and, as
+# rollout stages open at set times, for a span of time (both in `meta`, key 'targets').
+_TARGETS_SCHEMA = "CREATE TABLE IF NOT EXISTS targets (mac TEXT PRIMARY KEY, device_id TEXT, target TEXT) WITHOUT ROWID"
+# {state}: the state's SQL (`otapub.devices` names them), of `d`, the MAC's row in `devices`.
+_STATUS = """
+SELECT t.mac, CASE WHEN d.mac IS NULL THEN t.device_id ELSE coalesce(nullif(t.device_id, ''), d.device_id) END,
+       t.target, CASE WHEN d.mac IS NULL THEN 'never seen' ELSE {state} END, d.last_check, d.last_version,
+       d.last_update, coalesce(d.checks, 0)
+FROM targets AS t LEFT JOIN devices AS d ON d.mac = t.mac ORDER BY t.mac
+"""
+_STRANGERS = """
+SELECT d.mac, d.device_id, NULL, 'not in fleet (' || {state} || ')', d.last_check, d.last_version, d.last_update,
+       d.checks
+FROM devices AS d WHERE d.mac NOT IN (SELECT mac FROM targets) ORDER BY d.mac
 """
 
+# A fold's batch (a chunk of the log) in SQL: `seq` keeps the log's order; `auth` is whether the
+# check-in was authenticated (what an unauthenticated request claims is not news); `device_id`,
+# `hardware` are None when empty. `per_mac` is the batch summarised per MAC, `per_day` per day and MAC.
+_TEMP_SCHEMA = """
+CREATE TEMP TABLE IF NOT EXISTS batch (
+    seq INTEGER PRIMARY KEY, day, time, mac, version, target, decision, status, ip, client, device_id,
+    hardware, auth
+);
+CREATE TEMP TABLE IF NOT EXISTS per_mac (
+    mac PRIMARY KEY, first_seen, last_check, last_version, last_target, last_decision, last_update, device_id,
+    hardware, last_ip, last_client, checks, auth_failures, first_version, first_version_time, authenticated
+);
+CREATE TEMP TABLE IF NOT EXISTS per_day (day, mac, checks, version, PRIMARY KEY (day, mac)) WITHOUT ROWID;
+"""
+def _merged(old: str, new: str) -> str:
+    """SET clauses merging ``new`` (a MAC's later check-ins) into ``old`` (what was known of it)."""
+    return f"""last_check = {new}.last_check,
+        last_version = coalesce({new}.last_version, {old}.last_version),
+        last_target = CASE WHEN {new}.authenticated THEN {new}.last_target ELSE {old}.last_target END,
+        last_decision = {new}.last_decision,
+        device_id = coalesce({new}.device_id, {old}.device_id),
+        hardware = coalesce({new}.hardware, {old}.hardware),
+        last_ip = {new}.last_ip,
+        last_client = coalesce({new}.last_client, {old}.last_client),
+        checks = {old}.checks + {new}.checks,
+        auth_failures = {old}.auth_failures + {new}.auth_failures"""
 
+
+_TEXT_VERSION = "auth AND typeof(version) = 'text'"
+_FOLD = (
+    # The batch per MAC (the columns of `devices`, then: the first authenticated version and its
+    # time, whether any check-in was authenticated): each check-in, in log order, merged into its
+    # MAC's row (an upsert per row: no sort). On the right of SET, `per_mac.` is the row so far.
+    f"""
+    INSERT INTO temp.per_mac
+    SELECT mac, time, time, CASE WHEN {_TEXT_VERSION} THEN version END, CASE WHEN auth THEN target END, decision,
+           NULL, CASE WHEN auth THEN device_id END, CASE WHEN auth THEN hardware END, ip, nullif(client, ''), 1,
+           decision IS '{checkins.AUTH_FAILED}', CASE WHEN {_TEXT_VERSION} THEN version END,
+           CASE WHEN {_TEXT_VERSION} THEN time END, auth
+    FROM temp.batch WHERE 1 ORDER BY seq
+    ON CONFLICT (mac) DO UPDATE SET
+        last_update = CASE WHEN excluded.last_version IS NOT NULL AND per_mac.last_version IS NOT NULL
+                                AND excluded.last_version != per_mac.last_version
+                                AND otapub_newer(excluded.last_version, per_mac.last_version)
+                           THEN excluded.last_check ELSE per_mac.last_update END,
+        {_merged("per_mac", "excluded")},
+        first_version_time = CASE WHEN per_mac.first_version IS NULL THEN excluded.first_version_time
+                                  ELSE per_mac.first_version_time END,
+        first_version = coalesce(per_mac.first_version, excluded.first_version),
+        authenticated = max(per_mac.authenticated, excluded.authenticated)
+    """,
+    # Merged into the MACs' rows; on the right of SET, `devices.` is the row before the update.
+    # {few}: for a batch of few MACs, look their rows up instead of scanning `devices`.
+    f"""
+    UPDATE devices SET
+        first_seen = coalesce(devices.first_seen, b.first_seen),
+        last_update = coalesce(b.last_update,
+                               CASE WHEN b.first_version IS NOT NULL AND devices.last_version IS NOT NULL
+                                         AND devices.last_version != b.first_version
+                                         AND otapub_newer(b.first_version, devices.last_version)
+                                    THEN b.first_version_time ELSE devices.last_update END),
+        {_merged("devices", "b")}
+    FROM temp.per_mac AS b WHERE devices.mac = b.mac {{few}}
+    """,
+    f"INSERT OR IGNORE INTO devices SELECT {', '.join(_DEVICE_COLUMNS)} FROM temp.per_mac",
+    "INSERT INTO checkins SELECT coalesce(day, ''), time, mac, version, target, decision, status, ip, client "
+    "FROM temp.batch ORDER BY seq",
+    "INSERT OR IGNORE INTO days SELECT DISTINCT coalesce(day, '') FROM temp.batch",
+    # The first time each MAC reported each version (in log order: the first row wins).
+    f"INSERT OR IGNORE INTO versions SELECT mac, version, time FROM temp.batch "
+    f"WHERE {_TEXT_VERSION} AND typeof(time) = 'text' ORDER BY seq",
+    # The first offer of each target to each MAC, and what the MAC ran then.
+    f"""
+    INSERT INTO offers
+    SELECT mac, target, time, CASE WHEN typeof(version) = 'text' THEN version END FROM (
+        SELECT mac, target, time, version, min(seq) FROM temp.batch
+        WHERE auth AND decision = '{checkins.UPDATE_OFFERED}' AND typeof(target) = 'text'
+              AND typeof(time) = 'text'
+        GROUP BY mac, target)
+    WHERE 1
+    ON CONFLICT (mac, target) DO UPDATE SET first_offered = excluded.first_offered,
+        from_version = excluded.from_version WHERE excluded.first_offered < first_offered
+    """,
+    # Checks per MAC per day, and the version it reported last that day ('' for none yet): the batch's
+    # (an upsert per row, in log order), then merged into `daily` in its key's order.
+    """
+    INSERT INTO temp.per_day
+    SELECT day, mac, 1, CASE WHEN typeof(version) = 'text' THEN version END FROM temp.batch
+    WHERE auth AND day IS NOT NULL ORDER BY seq
+    ON CONFLICT (day, mac) DO UPDATE SET checks = per_day.checks + 1,
+        version = coalesce(excluded.version, per_day.version)
+    """,
+    """
+    INSERT INTO daily SELECT day, mac, checks, coalesce(version, '') FROM temp.per_day WHERE 1 ORDER BY day, mac
+    ON CONFLICT (day, mac) DO UPDATE SET checks = checks + excluded.checks,
+        version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END
+    """,
+)
+
+
+@functools.lru_cache(maxsize=4096)  # a fleet reports few versions: a fold compares the same pairs again and again
 def _newer(a: str, b: str) -> bool:
     try:
         return parse_version(a) > parse_version(b)
@@ -162,6 +262,18 @@ def _mac(value: Any) -> str | None:
         return value  # kept as sent: auth failures by MAC show what was tried
 
 
+def _row(entry: dict[str, Any], when: Any) -> tuple[Any, ...] | None:
+    """One check-in as a row of ``temp.batch`` (None without a MAC)."""
+    mac = _mac(entry.get("mac"))
+    if mac is None:
+        return None
+    decision = entry.get("decision")
+    ip, client = ip_and_client(entry)
+    return (_day(when), when, mac, entry.get("version"), entry.get("target"), decision, entry.get("status"),
+            ip, client, entry.get("device_id") or None, entry.get("hardware") or None,
+            decision not in UNAUTHENTICATED)
+
+
 class Store:
     """One SQLite database (WAL: readers never wait for a fold)."""
 
@@ -183,6 +295,9 @@ class Store:
             if version == 0:
                 self.db.executescript(_SCHEMA)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute(_TARGETS_SCHEMA)  # not in _SCHEMA: stores of schema 1 get it too
+            self.db.execute("PRAGMA temp_store=MEMORY")
+            self.db.executescript(_TEMP_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
         except OSError as exc:
@@ -203,18 +318,24 @@ class Store:
         """Add the lines of ``log_path`` not folded yet (see the module doc)."""
         name = name or str(log_path)
         result = FoldResult()
+        with self._transaction():  # two folds at once: the second waits, then has nothing to do
+            self._fold_locked(log_path, name, result)
+            self._apply_retention()
+        return result
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A write transaction, taken at once (writers queue for it); a database error as StoreError."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")  # two folds at once: the second waits, then has nothing to do
+            self.db.execute("BEGIN IMMEDIATE")
             try:
-                self._fold_locked(log_path, name, result)
-                self._apply_retention()
+                yield
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from None
-        return result
 
     def _fold_locked(self, log_path: Path, name: str, result: FoldResult) -> None:
         row = self.db.execute("SELECT dev, ino, offset, head, head_len, last_time, folded_ns FROM sources "
@@ -324,95 +445,54 @@ class Store:
             cut = data.rfind(b"\n") + 1
             carry = data[cut:]
             if cut:
-                entries = []
+                rows: list[tuple[Any, ...]] = []
                 for raw in data[:cut].splitlines():
                     try:
                         entry = _loads(raw)
                     except ValueError:
                         entry = None
-                    if not isinstance(entry, dict):
+                    if type(entry) is not dict:
                         result.skipped += 1
                         continue
                     when = entry.get("time")
-                    if after is not None and isinstance(when, str) and when <= after:
-                        result.skipped += 1
-                        continue
-                    entries.append(entry)
-                    if isinstance(when, str) and (last_time is None or when > last_time):
-                        last_time = when
-                self.add(entries)
-                result.lines += len(entries)
+                    if isinstance(when, str):
+                        if after is not None and when <= after:
+                            result.skipped += 1
+                            continue
+                        if last_time is None or when > last_time:
+                            last_time = when
+                    result.lines += 1
+                    row = _row(entry, when)
+                    if row is not None:
+                        rows.append(row)
+                self._add_rows(rows)
                 offset += cut
                 result.bytes += cut
         return offset, last_time  # a partial last line (``carry``) waits for the next fold
 
     def add(self, entries: list[dict[str, Any]]) -> None:
-        """Record check-ins (oldest first) in the current transaction.
+        """Record check-ins (oldest first) in the current transaction."""
+        self._add_rows([row for row in (_row(e, e.get("time")) for e in entries) if row is not None])
 
-        One pass folds the batch per MAC (what ``Seen`` holds); one upsert per MAC merges that
-        into ``devices`` without reading the rows first. Only when the batch's first version
-        differs from the stored last one does SQLite call back into Python to compare them.
+    def _add_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Merge a batch of check-ins (``_row``'s tuples, oldest first) into the tables.
+
+        The batch goes into a temporary table in one ``executemany``; the rest is set-based
+        SQL (one statement per table), so the per-line work in Python is parsing and one tuple.
+        Only when a MAC's reported version changes does SQLite call back into Python to
+        compare versions.
         """
-        rows, versions, offers, daily = [], {}, {}, {}
-        per_mac: dict[str, list[Any]] = {}
-        for entry in entries:
-            mac = _mac(entry.get("mac"))
-            if mac is None:
-                continue
-            when, version, decision = entry.get("time"), entry.get("version"), entry.get("decision")
-            target = entry.get("target")
-            ip, client = ip_and_client(entry)
-            rows.append((_day(when) or "", when, mac, version, target, decision, entry.get("status"), ip, client))
-            m = per_mac.get(mac)
-            if m is None:  # the columns of `devices`, then: first version, its time, authenticated?
-                m = per_mac[mac] = [mac, when, when, None, None, None, None, None, None, None, None, 0, 0,
-                                    None, None, 0]
-            m[2] = when
-            m[9] = ip
-            m[10] = client or m[10]
-            m[11] += 1
-            m[5] = decision
-            if decision in UNAUTHENTICATED:  # what an unauthenticated request claims is not news
-                m[12] += decision == checkins.AUTH_FAILED
-                continue
-            m[15] = 1
-            m[4] = target
-            m[7] = entry.get("device_id") or m[7]
-            m[8] = entry.get("hardware") or m[8]
-            if isinstance(version, str):
-                if m[13] is None:
-                    m[13], m[14] = version, when
-                elif version != m[3] and _newer(version, m[3]):
-                    m[6] = when
-                m[3] = version
-                if isinstance(when, str):
-                    versions.setdefault((mac, version), when)
-            if not isinstance(when, str):
-                continue
-            day = _day(when)
-            if day is not None:
-                counted = daily.get((day, mac))
-                daily[(day, mac)] = (counted[0] + 1 if counted else 1,
-                                     version if isinstance(version, str) else (counted[1] if counted else ""))
-            if decision == checkins.UPDATE_OFFERED and isinstance(target, str):
-                offers.setdefault((mac, target), (when, version if isinstance(version, str) else None))
         if not rows:
             return
         db = self.db
-        db.executemany("INSERT INTO checkins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        db.executemany("INSERT OR IGNORE INTO days VALUES (?)", [(day,) for day in {row[0] for row in rows}])
-        db.executemany(_UPSERT_DEVICE, per_mac.values())
-        db.executemany("INSERT OR IGNORE INTO versions VALUES (?, ?, ?)",
-                       [(mac, version, when) for (mac, version), when in versions.items()])
-        db.executemany("INSERT INTO offers VALUES (?, ?, ?, ?) ON CONFLICT (mac, target) DO UPDATE "
-                       "SET first_offered = excluded.first_offered, from_version = excluded.from_version "
-                       "WHERE excluded.first_offered < first_offered",
-                       [(mac, target, when, old) for (mac, target), (when, old) in offers.items()])
-        db.executemany("INSERT INTO daily VALUES (?, ?, ?, ?) ON CONFLICT (day, mac) DO UPDATE "
-                       "SET checks = checks + excluded.checks, "
-                       "version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END",
-                       [(day, mac, n, version) for (day, mac), (n, version) in daily.items()])
-
+        db.execute("DELETE FROM temp.batch")
+        db.execute("DELETE FROM temp.per_mac")
+        db.execute("DELETE FROM temp.per_day")
+        db.executemany("INSERT INTO temp.batch VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # Looking a MAC's row up costs about as much as scanning 25 rows of `devices`.
+        few = len(rows) * 25 < (db.execute("SELECT max(rowid) FROM devices").fetchone()[0] or 0)
+        for statement in _FOLD:
+            db.execute(statement.replace("{few}", "AND devices.mac IN (SELECT mac FROM temp.per_mac)" if few else ""))
     def _apply_retention(self) -> None:
         if not self.retention_days:
             return
@@ -462,6 +542,42 @@ class Store:
         for mac, when, old in self.db.execute("SELECT mac, first_offered, from_version FROM offers WHERE target = ?",
                                               (target,)):
             yield Offer(mac, when, old)
+
+    # -- the fleet's targets, cached ----------------------------------------------------------
+
+    def targets_for(self, key: str, now: datetime) -> bool:
+        """Does ``targets`` hold the fleet of fingerprint ``key`` as it is at ``now``?"""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'targets'").fetchone()
+        if row is None:
+            return False
+        try:
+            saved = json.loads(row[0])
+            start, until = (datetime.fromisoformat(t) if t else None for t in (saved["from"], saved["until"]))
+        except (ValueError, KeyError, TypeError):
+            return False
+        return saved["key"] == key and (start is None or start <= now) and (until is None or now < until)
+
+    def save_targets(self, key: str | None, span: tuple[datetime | None, datetime | None],
+                     rows: Iterable[tuple[str, str | None, str | None]]) -> None:
+        """Replace the cached targets: (mac, device_id, target version) valid for ``key`` over ``span``
+        ([from, until), None for unbounded). ``key`` None: kept for no later call."""
+        value = json.dumps({"key": key, "from": span[0] and span[0].isoformat(),
+                            "until": span[1] and span[1].isoformat()})
+        with self._transaction():
+            self.db.execute("DELETE FROM targets")
+            self.db.executemany("INSERT INTO targets VALUES (?, ?, ?)", rows)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('targets', ?)", (value,))
+
+    def status(self, states: dict[str, str]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The devices of the cached fleet (MAC order), and the other MACs that checked in: MAC,
+        device ID, target, state, last check, last version, last update, checks. The state: the
+        last decision named by ``states`` (else as it is, else 'unknown'), or 'never seen'."""
+        names = " ".join("WHEN ? THEN ?" for _ in states)
+        state = f"coalesce(CASE d.last_decision {names} END, nullif(d.last_decision, ''), 'unknown')" if states else \
+            "coalesce(nullif(d.last_decision, ''), 'unknown')"
+        params = [value for pair in states.items() for value in pair]
+        return (self.db.execute(_STATUS.format(state=state), params).fetchall(),
+                self.db.execute(_STRANGERS.format(state=state), params).fetchall())
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM checkins").fetchone()[0]

@@ -9,24 +9,28 @@ into git.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from otapub import __version__
 from otapub import checkins as checkin_log
 from otapub.checkins import Seen
-from otapub.checkinstore import folded
+from otapub.checkinstore import Store, folded
 from otapub.config import Config
-from otapub.edit import digest_cache
 from otapub.errors import OtapubError
 from otapub.firmware import Digests, firmware_url
 from otapub.fleet import load_fleet
 from otapub.inspection import ImageCache, inspect_releases, release_chips
 from otapub.mac import mac12, normalize_mac
 from otapub.model import Device, Fleet, Release
+from otapub.parsecache import RACY_NS
+from otapub.rollout import validity
 from otapub.targets import Explanation, explain, resolve_targets
 from otapub.tokens import DeviceTokens, get_scheme, scheme_of
+from otapub.yamlsource import fleet_files, stat_fingerprint
 
 
 # -- the fleet's devices, their targets and check-ins -----------------------------------------
@@ -51,6 +55,8 @@ class Views:
         self.digests = dict(digests or {})
         self.seen = checkins(config) if seen is None else seen
         self.targets = resolve_targets(fleet, now or datetime.now(timezone.utc))
+        from otapub.edit import digest_cache  # imports the build's checks: not for `status`
+
         self._cache = digest_cache(config)
 
     def _digests(self, release: Release) -> Digests | None:
@@ -202,8 +208,15 @@ def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetim
     check-in store first; only lines added since the last fold are read. ``fleet`` and
     ``seen`` (the store's devices, read by the caller) save loading them again.
     """
+    now = now or datetime.now(timezone.utc)
+    if fleet is None and seen is None:  # the common case (`otapub status`): one join in the store
+        with folded(config, extra_logs) as store:
+            _cache_targets(config, store, now)
+            members, strangers = store.status(STATES)
+        return [DeviceStatus(mac, device_id, True, *rest) for mac, device_id, *rest in members] + \
+            [DeviceStatus(mac, device_id, False, *rest) for mac, device_id, *rest in strangers]
     fleet = fleet or load_fleet(config.path("fleet_dir"), config.root)
-    targets = resolve_targets(fleet, now or datetime.now(timezone.utc))
+    targets = resolve_targets(fleet, now)
     if seen is None:
         with folded(config, extra_logs) as store:
             seen = store.devices()
@@ -215,6 +228,23 @@ def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetim
     for mac, item in sorted(seen.items()):
         rows.append(_row(mac, item.device_id, False, None, item))
     return rows
+
+
+def _cache_targets(config: Config, store: Store, now: datetime) -> None:
+    """Make the store's cached targets those of the fleet at ``now``; loads the fleet only when a
+    fleet file changed (path, size, mtime) or a rollout stage opened or closed since."""
+    fleet_dir = config.path("fleet_dir")
+    files = fleet_files(fleet_dir) if fleet_dir.is_dir() else []
+    key, newest = stat_fingerprint([__version__, "targets", str(fleet_dir), fleet_dir.is_dir()], files)
+    if store.targets_for(key, now):
+        return
+    fleet = load_fleet(fleet_dir, config.root)
+    targets = resolve_targets(fleet, now)
+    rows = [(mac, device.device_id, release.version if (release := targets.get(mac)) is not None else None)
+            for mac, device in fleet.devices.items()]
+    # A file changed within the file system's timestamp granularity may change again unseen.
+    settled = time.time_ns() - newest >= RACY_NS
+    store.save_targets(key if settled else None, validity(fleet.rollouts.values(), now), rows)
 
 
 def _row(mac: str, device_id: str | None, in_fleet: bool, target: str | None,

@@ -7,7 +7,10 @@ are an error instead of a silent overwrite.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +212,21 @@ def fleet_files(fleet_dir: Path) -> list[Path]:
     """
     files = [p for p in fleet_dir.rglob("*") if p.suffix in (".yaml", ".yml") and (p.is_file() or p.is_symlink())]
     return sorted(files)
+
+
+def stat_fingerprint(parts: list[Any], paths: Iterable[Path]) -> tuple[str, int]:
+    """A hash of ``parts`` and each path's size and mtime, and the newest mtime (ns; 0 for none).
+
+    What says, without reading them, that files may have changed since the hash was taken
+    (the build's no-op path, the check-in store's cached targets).
+    """
+    parts = list(parts)
+    newest = 0
+    for path in paths:
+        try:
+            stat = path.stat()
+            parts.append([str(path), stat.st_size, stat.st_mtime_ns])
+            newest = max(newest, stat.st_mtime_ns)
+        except OSError:
+            parts.append([str(path), None])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest(), newest

@@ -198,3 +198,30 @@ def test_serve_reopens_a_moved_log_on_sighup_and_nothing_is_lost(example, server
         seen = store.devices()["AA:BB:CC:DD:EE:FF"]
         assert seen.checks == n + 1
         assert sorted(store.first_reported("AA:BB:CC:DD:EE:FF")) == sorted(f"1.3.{i}" for i in range(n + 1))
+
+
+def test_one_fold_merges_many_lines_of_a_mac_in_log_order(tmp_path, store):
+    """A batch of several lines per MAC: the last of each, the first of each version, in log order."""
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z", version="1.0.0"))
+    store.fold(log)
+    write(log, entry("2026-11-02T08:00:00Z", version="1.2.0", decision="update_offered", target="1.3.0",
+                     client="seed", ip="192.0.2.8"),
+          entry("2026-11-02T09:00:00Z", version="1.1.0", device_id="", hardware=None),
+          entry("2026-11-02T10:00:00Z", version="1.3.0", client=""),
+          entry("2026-11-02T11:00:00Z", version="1.3.0", decision="up_to_date"),
+          entry("2026-11-02T12:00:00Z", version="9.9.9", decision="auth_failed", target=None, device_id="x"),
+          entry("2026-11-02T13:00:00Z", mac=OTHER, version=7))
+    assert store.fold(log).lines == 6
+    seen = store.devices()[MAC]
+    assert (seen.first_seen, seen.last_check, seen.last_update) == (
+        "2026-11-01T08:00:00Z", "2026-11-02T12:00:00Z", "2026-11-02T10:00:00Z")  # 1.1.0 -> 1.3.0 went up last
+    assert (seen.last_version, seen.last_decision, seen.last_target, seen.device_id) == (
+        "1.3.0", "auth_failed", "1.0.0", "dev")  # what an auth failure claims is not news
+    assert (seen.last_ip, seen.last_client, seen.checks, seen.auth_failures) == ("192.0.2.7", "seed", 6, 1)
+    assert store.checks_per_day(MAC) == {"2026-11-01": 1, "2026-11-02": 4}  # an auth failure is not a check
+    assert store.first_reported(MAC) == {"1.0.0": "2026-11-01T08:00:00Z", "1.2.0": "2026-11-02T08:00:00Z",
+                                         "1.1.0": "2026-11-02T09:00:00Z", "1.3.0": "2026-11-02T10:00:00Z"}
+    assert [(o.mac, o.from_version) for o in store.offers("1.3.0")] == [(MAC, "1.2.0")]
+    assert store.version_days() == [("2026-11-01", "1.0.0", 1), ("2026-11-02", "1.3.0", 1)]
+    assert store.devices()[OTHER].last_version is None  # not a version string

@@ -1,6 +1,7 @@
 """`otapub status`: the check-in log folded into one row per device."""
 
 import json
+import os
 
 from otapub.checkins import CheckinLog
 from otapub.checkinstore import Store
@@ -77,3 +78,62 @@ def test_device_get_shows_what_the_store_knows(example):
     assert view["checks_per_day"] == {"2026-11-01": 2, "2026-11-02": 1}
     assert view["first_seen"] == "2026-11-01T08:00:00.000000Z" and view["last_ip"] == "127.0.0.1"
     assert view["last_update"] == "2026-11-01T09:00:00.000000Z" and view["checks"] == 3
+
+
+def test_status_targets_follow_fleet_edits_and_stage_times(example):
+    """`status` keeps the fleet's targets in the store; an edit or a stage opening is seen at once."""
+    from datetime import datetime, timezone
+
+    from otapub.checkinstore import folded
+    from otapub.devices import fleet_status
+    from otapub.fleet import load_fleet
+
+    def settle():  # files changed within the last seconds are not trusted by their mtime: age them
+        for path in (example.root / "fleet").iterdir():
+            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns - 10**10))
+
+    def targets(now):
+        return {r.mac: r.target for r in fleet_status(example.config(), now=now)}
+
+    def cached():
+        with Store(example.root / "state/checkins.sqlite") as store:
+            return json.loads(store.db.execute("SELECT value FROM meta WHERE key = 'targets'").fetchone()[0])
+
+    example.write("fleet/rollouts.yaml", """\
+        rollouts:
+          to-138:
+            release: panic-1.3.8
+            to: all
+            stages:
+              - {percent: 100, not_before: 2026-06-01T00:00:00Z}
+        """)
+    settle()
+    before = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    after = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    assert targets(before)["AA:BB:CC:00:00:01"] is None
+    assert cached()["key"] and cached()["until"] == "2026-06-01T00:00:00+00:00"
+    assert targets(before)["AA:BB:CC:00:00:01"] is None  # from the store this time
+    assert targets(after)["AA:BB:CC:00:00:01"] == "1.3.8"  # the stage opened
+    assert targets(before)["AA:BB:CC:00:00:01"] is None
+    example.write("fleet/devices.yaml", """\
+        devices:
+          "AA:BB:CC:DD:EE:FF":
+            device_id: PanicAlarm_EEFF
+            release: panic-1.3.7
+        """)
+    settle()
+    rows = fleet_status(example.config(), now=before)
+    assert [(r.mac, r.device_id, r.target, r.state) for r in rows] == [
+        ("AA:BB:CC:DD:EE:FF", "PanicAlarm_EEFF", "1.3.7", "never seen")]
+    log_lines(example, entry("2026-11-01T00:00:00Z", "11:22:33:44:55:66", "1.3.7", "up_to_date"),
+              entry("2026-11-01T00:00:01Z", "AA:BB:CC:DD:EE:FF", "1.3.7", "rebooting"),
+              entry("2026-11-01T00:00:02Z", "AA:BB:CC:00:00:02", "1.3.7", None))
+    rows = fleet_status(example.config(), now=before)
+    assert [(r.mac, r.in_fleet, r.device_id, r.state, r.checks) for r in rows] == [
+        ("AA:BB:CC:DD:EE:FF", True, "PanicAlarm_EEFF", "rebooting", 1),
+        ("11:22:33:44:55:66", False, "dev", "not in fleet (up to date)", 1),
+        ("AA:BB:CC:00:00:02", False, "dev", "not in fleet (unknown)", 1)]
+    with folded(example.config()) as store:  # the same rows as from the fleet's YAML
+        seen = store.devices()
+    assert rows == fleet_status(example.config(), now=before, fleet=load_fleet(example.root / "fleet", example.root),
+                                seen=seen)
