@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit("the page did not render:\n" + dom[-2000:])
                 results[kind].append(int(found.group(1)))
                 print(f"  {kind}: rendered {found.group(1)} ms after navigation start ({rows} table rows shown); "
-                      f"chromium run {wall:.2f}s vs {base_wall:.2f}s for a trivial page; machine {busy:.0%} busy before")
+                      f"chromium run {wall:.2f}s vs {base_wall:.2f}s for a trivial page; "
+                      f"machine {busy:.0%} busy before")
         best = min(results["export"])
         verdict = "PASS" if best <= 1000 else "FAIL"
         print(f"served page (includes computing the data in otapub serve per request): best "

@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
 log = logging.getLogger(__name__)
 
 # Decisions recorded per check-in.

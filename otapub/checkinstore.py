@@ -379,7 +379,8 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET dev = excluded.dev, ino = excluded.ino, offset = excluded.offset, "
                 "head = excluded.head, head_len = excluded.head_len, folded_ns = excluded.folded_ns, "
-                "last_time = coalesce(max(excluded.last_time, sources.last_time), sources.last_time, excluded.last_time)",
+                "last_time = coalesce(max(excluded.last_time, sources.last_time), sources.last_time, "
+                "excluded.last_time)",
                 (name, st.st_dev, st.st_ino, end, _head(handle, head_len), head_len, last_time, started))
 
     def _follow_moved(self, log_path: Path, name: str, current: os.stat_result | None, since_ns: int,
@@ -521,7 +522,7 @@ class Store:
             f"FROM ({_DAYS}) AS d JOIN checkins AS c ON c.day = d.day AND c.mac = ? "
             "ORDER BY c.day DESC, c.time DESC LIMIT ?", (mac, limit))
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
 
     def checks_per_day(self, mac: str) -> dict[str, int]:
         return dict(self.db.execute(f"SELECT d.day, c.checks FROM ({_DAYS}) AS d JOIN daily AS c "

@@ -17,8 +17,7 @@ from otapub.clients import CLIENTS
 from otapub.errors import Problem, ValidationError
 from otapub.located import Map, Pos, Seq
 from otapub.mac import mac12 as to_mac12
-from otapub.model import (DEFAULT_CHANNEL, AdvanceGate, Channel, Device, Fleet, Group, HaltGate, Release, Rollout,
-                          Stage)
+from otapub.model import DEFAULT_CHANNEL, AdvanceGate, Channel, Device, Fleet, Group, HaltGate, Release, Rollout, Stage
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version

@@ -31,8 +31,15 @@ from otapub.errors import OtapubError
 from otapub.fleet import load_fleet
 from otapub.fsutil import atomic_write
 from otapub.model import Fleet, Rollout
-from otapub.rollout import (audience, bucket, current_stage, describe_gates, group_members, rollout_state,
-                            waiting_for_gate)
+from otapub.rollout import (
+    audience,
+    bucket,
+    current_stage,
+    describe_gates,
+    group_members,
+    rollout_state,
+    waiting_for_gate,
+)
 from otapub.versions import parse_version
 from otapub.yamledit import Document
 
@@ -138,7 +145,7 @@ def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers
         if device.release is not None:  # pinned: the rollout never reaches it
             continue
         b = bucket(rollout.name, device.mac12)
-        stage = next((s for s, upper in zip(stages, bounds[1:]) if b < upper), None)
+        stage = next((s for s, upper in zip(stages, bounds[1:], strict=True) if b < upper), None)
         if stage is None:
             continue
         stage.devices += 1

@@ -21,8 +21,7 @@ from datetime import datetime
 
 from otapub.errors import Problem
 from otapub.model import Device, Fleet, Release, Rollout
-from otapub.rollout import (audience, bucket, channel_of, covers, current_stage, describe_gates, group_members,
-                            rank)
+from otapub.rollout import audience, bucket, channel_of, covers, current_stage, describe_gates, group_members, rank
 
 PIN, ROLLOUT, CHANNEL, NONE = "pin", "rollout", "channel", "none"
 _LISTED = 5  # devices named in one compatibility problem

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import Served, free_port  # noqa: F401 (free_port: the server's port helper)
+
 from otapub.checkins import CheckinLog
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -126,7 +126,9 @@ def test_a_good_release_advances_stage_by_stage_and_never_halts(fleet):
     codes = [code for _, code, _ in decisions]
     assert HALT_EXIT not in codes and codes.count(ADVANCE_EXIT) == 2
     text = (fleet.root / "fleet/rollouts.yaml").read_text()
-    assert text.count('not_before: "2026-12-') == 2 and not any(s["passed"] for s in decisions[-1][2]) and '{percent: 20, not_before: "2026-12-02T23:59:00Z"}' in text
+    assert text.count('not_before: "2026-12-') == 2
+    assert not any(s["passed"] for s in decisions[-1][2])
+    assert '{percent: 20, not_before: "2026-12-02T23:59:00Z"}' in text
     assert sum(v == "1.1.0" for v in reported.values()) == DEVICES
     last = decisions[-1][2]
     assert all(s["open"] for s in last) and sum(s["updated"] for s in last) == DEVICES
