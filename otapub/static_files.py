@@ -24,6 +24,7 @@ STATUS = {200: "200 OK", 206: "206 Partial Content", 304: "304 Not Modified", 40
           409: "409 Conflict", 416: "416 Range Not Satisfiable", 500: "500 Internal Server Error"}
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_BEYOND_ANY_FILE = 1 << 64  # a range bound of more digits than this has (Python's int() refuses 4,300)
 
 
 def json_response(start_response: StartResponse, status: int, body: dict, extra: list | None = None) -> list[bytes]:
@@ -122,17 +123,24 @@ def _parse_range(spec: str, size: int) -> tuple[int, int] | str | None:
     if not match or (not match[1] and not match[2]):
         return None
     if not match[1]:  # suffix: the last N bytes
-        count = int(match[2])
+        count = _bound(match[2])
         if count == 0 or size == 0:
             return "unsatisfiable"
         return max(0, size - count), size - 1
-    start = int(match[1])
+    start = _bound(match[1])
     if start >= size:
         return "unsatisfiable"
-    end = int(match[2]) if match[2] else size - 1
+    end = _bound(match[2]) if match[2] else size - 1
     if end < start:
         return None
     return start, min(end, size - 1)
+
+
+def _bound(digits: str) -> int:
+    """A range bound's value; any number too long to be a file offset is one past every file (as the
+    Worker's Number() makes it Infinity)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else _BEYOND_ANY_FILE
 
 
 def _not_modified(environ: dict, etag: str, mtime: float) -> bool:
