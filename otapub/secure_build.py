@@ -201,14 +201,17 @@ class SecureBuild:
             previous = _fleet_at(self.config, commit, base)
             devices = {mac: previous[mac] for mac in devices if mac in previous}
         wanted = {answer_path(token(device), device.mac12): mac for mac, device in devices.items()}
-        found = _fetch(base, wanted)
-        missing = [wanted[path] for path, data in found.items() if data is None]
+        found = {path: data for path, data in _fetch(base, wanted).items() if data is not None}
+        missing = [mac for path, mac in wanted.items() if path not in found]
         if missing:
             why = (f"absent from the live site, which was built from commit {commit} that had it" if commit else
                    "absent from the live site, whose build.json names no source commit to tell a new device "
                    "from a lost answer")
             raise _unrecoverable(base, missing, why)
-        return [(path, data) for path, data in found.items() if data is not None]
+        foreign = [mac for path, mac in wanted.items() if (_json_object(found[path]) or {}).get("mac") != mac]
+        if foreign:  # e.g. a host that answers every path with a page of its own
+            raise _unrecoverable(base, foreign, "what the live site gives at its answer's path is not its answer")
+        return list(found.items())
 
     def save(self) -> None:
         if self._path is None or self.check_only:
@@ -450,19 +453,36 @@ def _get(base: str, path: str, token: str | None = None) -> bytes | None:
 
 
 def _previous_record(base: str) -> dict[str, Any] | None:
-    """The live site's build record: build.json on a static host, or the shim's /status."""
-    data = _get(base, RECORD)
+    """The live site's build record: build.json on a static host, or the shim's /status (whose
+    ``site`` is null before the first build). None when the host has neither: never published.
+
+    Fails closed: a host that answers with something else (an HTML page for every path) may
+    hold answers whose floors must not be dropped.
+    """
+    path, data = RECORD, _get(base, RECORD)
     if data is None:
-        data = _get(base, "status")
-        try:
-            data = json.dumps(json.loads(data)["site"]).encode() if data is not None else None
-        except (ValueError, TypeError, KeyError):
-            data = None
+        path, data = "status", _get(base, "status")
+        if data is None:
+            return None
+    record: Any = _json_object(data)
+    if path == "status":  # the shim's: {"status": "ok", "site": <build.json or null>, ...}
+        record = record.get("site", ...) if record is not None else ...
+        if record is None:
+            return None
+    if not isinstance(record, dict):
+        raise OtapubError(f"previous_site_url {base}: /{path} is not otapub's build record: cannot tell which "
+                          "devices the live site serves, so their anti-rollback floors cannot be recovered and "
+                          "nothing was built. Point previous_site_url at the live site, or unset it for one "
+                          "build if you accept the risk")
+    return record
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
-        record = json.loads(data) if data is not None else None
+        value = json.loads(data)
     except ValueError:
-        record = None
-    return record if isinstance(record, dict) else None
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _fetch(base: str, wanted: Mapping[str, str]) -> dict[str, bytes | None]:

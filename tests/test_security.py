@@ -578,6 +578,37 @@ def test_a_lost_answer_on_the_live_site_stops_a_build_without_state(tmp_path):
         assert json.loads(answer_file(ci, "AABBCCDDEE03").read_bytes())["secure_version"] == 3
 
 
+def test_a_live_site_answering_pages_of_its_own_stops_a_build_without_state(tmp_path):
+    """previous_site_url: a host that answers 200 with something else (an HTML page, another device's
+    answer) where an answer or the build record should be has not shown the floor: fail closed."""
+    live = rollback_repo(Repo(tmp_path / "live"))
+    build_site(live.config(), now=NOW)
+    ci = Repo(tmp_path / "ci")
+    shutil.copytree(live.root / "fleet", ci.root / "fleet")
+    shutil.copytree(live.root / "firmware", ci.root / "firmware")
+    page = b"<!doctype html><title>Welcome</title>"
+    with static_host(live.site) as base:
+        ci.set_config(previous_site_url=base)
+        pin("app-2.1.0", ci)  # secure_version 2 -> 1: what the live answer's floor forbids
+        with pytest.raises(ValidationError, match="anti-rollback"):
+            build_site(ci.config(), now=NOW)
+        lost = answer_file(live, "AABBCCDDEE01")
+        kept = lost.read_bytes()
+        for wrong in (page, answer_file(live, "AABBCCDDEE02").read_bytes()):
+            lost.write_bytes(wrong)
+            with pytest.raises(OtapubError, match="AA:BB:CC:DD:EE:01.*not its answer.*anti-rollback"):
+                build_site(ci.config(), now=NOW)
+        lost.write_bytes(kept)
+        (live.site / "build.json").write_bytes(page)
+        with pytest.raises(OtapubError, match="build.json is not otapub's build record"):
+            build_site(ci.config(), now=NOW)
+        result = ci.cli("check")
+        assert result.exit_code != 0 and "build.json is not otapub's build record" in result.output
+        assert "Traceback" not in result.output and not ci.site.exists()
+        (live.site / "build.json").unlink()  # neither build.json nor /status: never published
+        build_site(ci.config(), now=NOW)
+
+
 # --- audit ------------------------------------------------------------------------------------------
 def findings(result) -> dict[str, str]:
     data = json.loads(result.stdout)
