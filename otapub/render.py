@@ -73,16 +73,9 @@ class Plan:
         return self.checked.valid_until
 
 
-# `otapub check` runs in pull requests, where no secret is available (fork PRs): answers are
-# then rendered in memory under this stand-in, only to validate; nothing is written.
-CHECK_ONLY_SECRET = "otapub-check-without-secret"  # noqa: S105 (not a secret)
-
-
-def answer_secret(config: Config, required: bool = True) -> str:
+def answer_secret(config: Config) -> str:
     """The secret answers are keyed under: refused when missing or a placeholder (any placeholder
-    secret stops a build); without ``required`` (`otapub check`), a stand-in when it is not set."""
-    if not required:
-        return config.shared_secret_key or CHECK_ONLY_SECRET
+    secret stops a build)."""
     config.refuse_placeholders()
     return config.secret("the answers' paths derive from it")
 
@@ -109,9 +102,9 @@ def release_fields(config: Config, checked: Checked, release_names: Iterable[str
     return fields_by_release, firmware
 
 
-def render(config: Config, checked: Checked, require_secret: bool = True, signing: bool = False) -> Plan:
+def render(config: Config, checked: Checked, signing: bool = False) -> Plan:
     """Every device's answer, keyed by its site path. ``signing``: keep what signing needs."""
-    token = DeviceTokens(answer_secret(config, require_secret), config.token_scheme).canonical
+    token = DeviceTokens(answer_secret(config), config.token_scheme).canonical
     targets = checked.targets
     # dict.fromkeys, not a set: the releases in the fleet's order, the same from build to build.
     names = dict.fromkeys(t.release.name for t in targets.values() if t.release is not None)
@@ -155,15 +148,13 @@ def render(config: Config, checked: Checked, require_secret: bool = True, signin
 
 
 def plan_site(config: Config, now: datetime | None = None, cache: DigestCache | None = None,
-              require_secret: bool = True, images: ImageCache | None = None, fleet: Fleet | None = None,
-              signing: bool = False) -> Plan:
+              images: ImageCache | None = None, fleet: Fleet | None = None, signing: bool = False) -> Plan:
     """Check the fleet (otapub.check) and render it; write nothing.
 
-    Without ``require_secret`` (``otapub check``) a missing secret does not stop validation.
     ``fleet``: check this one instead of loading it (an edit checked before it is written).
     """
     checked = check_fleet(config, now, cache, images, fleet)
-    return render(config, checked, require_secret, signing)
+    return render(config, checked, signing)
 
 
 DEVICE_FIELDS = ("device_id", "hardware", "mac")  # an answer's own fields, in key order
