@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 EXAMPLE_CHIP = "esp32c6"
 EXAMPLE_FIRMWARE = "firmware/example-1.0.0.bin"
 _PLACEHOLDER = re.compile(r"@@([a-z0-9_]+)@@")
+_OTAPUB = re.compile(r"otapub(?![A-Za-z0-9._-])", re.IGNORECASE)  # a requirement naming otapub (PEP 508)
 
 
 class ScaffoldError(OtapubError):
@@ -108,9 +109,9 @@ def render(root: Path, requirement: str) -> dict[str, bytes]:
 
 def _check_requirement(requirement: str) -> str:
     requirement = requirement.strip()
-    if len(requirement.splitlines()) != 1 or requirement.startswith("#"):
-        raise ScaffoldError(f"--package {requirement!r}: expected one pip requirement, e.g. "
-                            "'otapub @ git+https://github.com/OWNER/otapub@v0.1.0'")
+    if len(requirement.splitlines()) != 1 or not _OTAPUB.match(requirement):
+        raise ScaffoldError(f"--package {requirement!r}: expected one pip requirement for otapub, e.g. "
+                            "'otapub @ git+https://github.com/OWNER/otapub@v0.1.0' or 'otapub==0.1.0'")
     return requirement
 
 
@@ -153,12 +154,13 @@ def init_repository(root: Path, requirement: str | None) -> Scaffolded:
                 created_dirs.append(folder)
             write_new(str(path), data)
             written.append(path)
-    except OSError:
+    except OSError as exc:  # no permission, a file on the way to root, a read-only file system ...
         for path in reversed(written):
             path.unlink(missing_ok=True)
         for folder in reversed(created_dirs):
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        raise
+        raise ScaffoldError(f"{root}: cannot create the repository there: {exc.filename or root}: "
+                            f"{exc.strerror or exc}; nothing was written") from None
     log.debug("scaffolded %d files in %s", len(written), root)
     return Scaffolded(root, tuple(files), requirement)

@@ -89,10 +89,23 @@ def test_init_refuses_to_overwrite_and_writes_nothing(tmp_path):
     assert again.exit_code == 2 and again.output.count(" exists") == len(EXPECTED) and "Traceback" not in again.output
 
 
+def test_init_where_no_folder_can_be_made_says_so_and_leaves_nothing(tmp_path):
+    (tmp_path / "a-file").write_text("x\n")
+    result = init(str(tmp_path / "a-file/fleet"), "--package", PACKAGE)
+    assert result.exit_code == 2 and "a-file/fleet: cannot create the repository there" in result.output
+    assert "nothing was written" in result.output and "check the paths in the config" not in result.output
+    assert (tmp_path / "a-file").read_text() == "x\n"
+
+
 def test_init_asks_for_a_package_ci_can_install(tmp_path):
-    for bad in ("", "  ", "otapub\nevil-package", "# comment"):
+    for bad in ("", "  ", "otapub\nevil-package", "# comment", "-e .", "--index-url=https://example.com",
+                "requests==2.0", "otapubx", "not a requirement"):
         result = init(str(tmp_path / "a"), "--package", bad)
-        assert result.exit_code == 2 and "expected one pip requirement" in result.output, bad
+        assert result.exit_code == 2 and "expected one pip requirement for otapub" in result.output, bad
+    for good in ("otapub==0.1.0", "OtaPub[extra] @ https://example.com/otapub.whl", "otapub>=0.1; python_version>'3'"):
+        assert init(str(tmp_path / "good"), "--package", good).exit_code == 0, good
+        assert (tmp_path / "good/requirements.txt").read_text().splitlines()[-1] == good
+        shutil.rmtree(tmp_path / "good")
     from otapub.errors import OtapubError
 
     with pytest.raises(OtapubError, match="give --package"):
