@@ -208,11 +208,15 @@ def load_signing_key(config: Any) -> SigningKey | None:
 def write_key_file(path: Path, private_b64: str, config: Any | None) -> None:
     """Write a new private key file (mode 0600, never over an existing file, never in a git work tree)."""
     check_key_location(path, config, "--out")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    except FileExistsError as exc:
+        if exc.filename is not None and Path(exc.filename) != path:
+            raise SigningError(f"--out {path}: {exc.filename} is a file, not a folder") from None
         raise SigningError(f"{path} exists: refusing to overwrite a key") from None
+    except OSError as exc:  # no permission, a file on the way, a read-only file system ...
+        raise SigningError(f"--out {path}: cannot write the key there: {exc.strerror or exc}") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(private_b64 + "\n")
 

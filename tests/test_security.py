@@ -359,6 +359,12 @@ def test_keygen_refuses_any_git_work_tree_wherever_it_runs_from(tmp_path, monkey
     outside = elsewhere / "keys" / "signing.key"
     assert CliRunner().invoke(main, ["keygen", "--out", str(outside)]).exit_code == 0
     assert outside.is_file()
+    # a file where a folder goes, a folder that cannot be made: a clean error, no key written anywhere
+    for target, said in ((outside / "k.key", f"{outside} is a file, not a folder"),
+                         (Path("/proc/otapub-test/k.key"), "cannot write the key there")):
+        result = CliRunner().invoke(main, ["keygen", "--out", str(target)], catch_exceptions=False)
+        assert result.exit_code == 2 and said in result.output and "check the paths" not in result.output, result.output
+        assert not target.exists()
 
 
 def test_a_bad_signing_key_is_a_clean_error(example):
