@@ -84,7 +84,8 @@ def parse_now(value: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00:00Z)") from None
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00:00Z)",
+                                 param_hint="'--now'") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

@@ -223,6 +223,9 @@ def test_cli_now_option_selects_the_stage(rolling):
     assert result.exit_code == 0, result.output
     fleet = fleet_of(rolling)
     assert all(answer(rolling, m)["release"] == "panic-1.4.0" for m in fleet.devices)
+    for command in ("build", "check"):
+        wrong = rolling.cli(command, "--now", "next tuesday")
+        assert wrong.exit_code == 2 and "Invalid value for '--now': 'next tuesday' is not an ISO 8601" in wrong.output
 
 
 def test_rollout_not_started_gives_nothing_yet(rolling):
