@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from otapub import __version__
-from otapub.check import check_fleet
+from otapub.check import check_fleet, check_folders
 from otapub.config import Config
-from otapub.errors import OtapubError
 from otapub.firmware import DigestCache
 from otapub.fleet import load_fleet
 from otapub.fsutil import exclusive_lock
@@ -52,8 +51,7 @@ def build_site(config: Config, now: datetime | None = None, force: bool = False,
     now = rollout_time or clock
     site = config.path("site_dir")
     state_dir = config.path("state_dir")
-    if site.is_relative_to(config.path("fleet_dir")) or config.path("fleet_dir").is_relative_to(site):
-        raise OtapubError(f"site_dir {site} and fleet_dir must not contain each other")
+    check_folders(config)
     answer_secret(config)
     secure = SecureBuild(config, clock)  # loads the signing key: a bad key fails before anything else
     with exclusive_lock(state_dir / "build.lock"), _cycle_collector_paused():

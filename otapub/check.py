@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from otapub.clients import DEFAULT_CLIENTS, ManifestTarget, client_problem
 from otapub.config import Config
-from otapub.errors import Problem, ValidationError
+from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.firmware import DigestCache, Digests, firmware_url
 from otapub.fleet import load_fleet
 from otapub.inspection import ImageCache, ImageFacts, inspect_releases, release_chips
@@ -99,13 +99,22 @@ def check_fleet(config: Config, now: datetime | None = None, cache: DigestCache 
     return Checked(fleet, digests, facts, targets, valid_from, valid_until)
 
 
+def check_folders(config: Config) -> None:
+    """The site and the fleet must be folders apart: a build would publish the fleet, or read its site."""
+    site, fleet_dir = config.path("site_dir"), config.path("fleet_dir")
+    if site.is_relative_to(fleet_dir) or fleet_dir.is_relative_to(site):
+        raise OtapubError(f"site_dir {site} and fleet_dir must not contain each other")
+
+
 def check_site(config: Config, now: datetime | None = None, cache: DigestCache | None = None,
                images: ImageCache | None = None, fleet: Fleet | None = None,
                extra_floors: Mapping[str, list] | None = None) -> Checked:
-    """Every check `otapub build` runs (check_fleet, then anti-rollback); raises as the build would.
+    """Every check `otapub build` runs (check_folders, check_fleet, then anti-rollback); raises as the
+    build would.
 
     ``extra_floors``: anti-rollback floors for devices the build state does not know (`plan`).
     """
+    check_folders(config)
     checked = check_fleet(config, now, cache, images, fleet)
     check_rollback(config, checked, extra_floors)
     return checked

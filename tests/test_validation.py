@@ -212,3 +212,12 @@ def test_unquoted_numeric_digest_gets_a_hint(example):
     example.write("fleet/more.yaml",
                   f"releases:\n  r9: {{version: '2', file: firmware/panic_1.3.7.bin, md5: {'1' * 32}}}\n")
     assert "quote it" in one(example, "releases.r9.md5")
+
+
+def test_a_site_inside_the_fleet_is_refused_by_check_as_by_build(example):
+    for site_dir in ("fleet/site", "."):
+        example.set_config(site_dir=site_dir)
+        built, checked = example.cli("build"), example.cli("check")
+        assert built.exit_code == checked.exit_code == 1 and "must not contain each other" in built.output
+        assert checked.output == built.output and "Traceback" not in built.output
+    assert not (example.root / "fleet/site").exists()
