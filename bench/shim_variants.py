@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from otapub.config import configure_logging, load_config
-    from otapub.server import _Gunicorn, gunicorn_options, make_app
+    from otapub.server import gunicorn_options, make_app, run_gunicorn
 
     config = load_config(args.config)
     if args.log_level:
@@ -51,7 +51,7 @@ def main() -> None:
     app = make_app(config) if args.app == "shim" else bare_app
     if args.no_checkin_log and args.app == "shim":
         app.checkins.path = None  # CheckinLog.append returns at once
-    _Gunicorn(app, options).run()
+    run_gunicorn(app, options)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.record import RECORD
@@ -76,19 +74,20 @@ def make_app(config: Config) -> WSGIApp:
     return app
 
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, app: Any, options: dict[str, Any]):
-        self._app = app
-        self._options = options
-        super().__init__()
+def run_gunicorn(app: WSGIApp, options: dict[str, Any]) -> None:
+    """Run ``app`` under gunicorn (imported here: granian's workers import this module and need none of it)."""
+    from gunicorn.app.base import BaseApplication
 
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
-                self.cfg.set(key, value)
+    class Gunicorn(BaseApplication):  # type: ignore[misc,valid-type]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
+                    self.cfg.set(key, value)
 
-    def load(self) -> Any:
-        return self._app
+        def load(self) -> Any:
+            return app
+
+    Gunicorn().run()
 
 
 def gunicorn_options(config: Config, host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
@@ -147,7 +146,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None, work
     cores = os.cpu_count() or 1
     if server == "gunicorn":
         options = gunicorn_options(config, host, port, workers or min(2 * cores, 8), threads=4)
-        _Gunicorn(make_app(config), options).run()
+        run_gunicorn(make_app(config), options)
         return
     from granian.constants import Interfaces
 
