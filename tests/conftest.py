@@ -83,11 +83,7 @@ class Repo:
 
     def git(self, *args: str) -> str:
         """Run git in the repository (a fixed identity, no user config); its output."""
-        done = subprocess.run(["git", "-C", str(self.root), *args], check=True, capture_output=True, text=True,
-                              env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-                                   "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-                                   "HOME": str(self.root), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-        return done.stdout
+        return git(self.root, *args)
 
     def snapshot(self) -> dict[str, tuple[bytes, int]]:
         """Every file below site/ with its bytes and mtime."""
