@@ -118,7 +118,7 @@ def checkin_history(config: Config, mac: str, days: int = 14) -> dict[str, Any]:
 
 def device_token(config: Config, device: Device) -> str:
     """The X-Device-Auth value the device sends (wire form of its scheme)."""
-    return DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme).wire(device)
+    return _tokens(config).wire(device)
 
 
 # -- single devices: token, explanation --------------------------------------------------------
@@ -127,33 +127,38 @@ def token_for(config: Config, mac: str, scheme: str | None = None, canonical: bo
 
     ``scheme``: this one, else the device's in the fleet, else the config's default.
     """
+    key, device = _one_device(config, mac, load_fleet=scheme is None)
+    scheme = scheme or (device.token_scheme if device is not None else None)
     try:
-        key = normalize_mac(mac)
-        if scheme is None:
-            device = load(config).devices.get(key)
-            scheme = device.token_scheme if device is not None else None
         get_scheme(scheme or config.token_scheme)  # an unknown scheme is reported before a missing secret
     except ValueError as exc:
         raise OtapubError(str(exc)) from None
-    tokens = DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme)
-    return tokens.for_mac(mac12(key), scheme, canonical)
+    return _tokens(config).for_mac(mac12(key), scheme, canonical)
 
 
 def client_urls_for(config: Config, mac: str) -> list[str]:
     """`otapub token --urls`: where each of the device's clients is pointed (otapub.clients)."""
     from otapub.clients import DEFAULT_CLIENTS, client_urls
 
+    key, device = _one_device(config, mac)
+    scheme = device.token_scheme if device is not None else None
+    tokens, digits = _tokens(config), mac12(key)
+    return client_urls(config.base_url or "<base_url>", digits, tokens.for_mac(digits, scheme),
+                       tokens.for_mac(digits, scheme, canonical=False),
+                       device.clients if device is not None else DEFAULT_CLIENTS)
+
+
+def _one_device(config: Config, mac: str, load_fleet: bool = True) -> tuple[str, Device | None]:
+    """A MAC (normalised; OtapubError when it is none) and its device in the fleet, if any."""
     try:
         key = normalize_mac(mac)
     except ValueError as exc:
         raise OtapubError(str(exc)) from None
-    device = load(config).devices.get(key)
-    scheme = device.token_scheme if device is not None else None
-    tokens = DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme)
-    digits = mac12(key)
-    return client_urls(config.base_url or "<base_url>", digits, tokens.for_mac(digits, scheme),
-                       tokens.for_mac(digits, scheme, canonical=False),
-                       device.clients if device is not None else DEFAULT_CLIENTS)
+    return key, load(config).devices.get(key) if load_fleet else None
+
+
+def _tokens(config: Config) -> DeviceTokens:
+    return DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme)
 
 
 def explain_device(config: Config, mac: str, now: datetime | None = None) -> Explanation:
