@@ -85,6 +85,13 @@ class Repo:
         """Run git in the repository (a fixed identity, no user config); its output."""
         return git(self.root, *args)
 
+    def answer(self, mac: str) -> dict:
+        """The built answer of a device on the default token scheme (djb2-5381), read at its token path."""
+        from otapub.tokens import djb2_5381
+
+        mac12 = mac.replace(":", "")
+        return json.loads((self.site / "d" / djb2_5381(mac12, SECRET) / f"{mac12}.json").read_bytes())
+
     def snapshot(self) -> dict[str, tuple[bytes, int]]:
         """Every file below site/ with its bytes and mtime."""
         result = {}

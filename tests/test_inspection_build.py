@@ -15,8 +15,7 @@ from otapub.errors import ValidationError
 from otapub.image import inspect_file
 from otapub.imagegen import make_app_image
 from otapub.render import plan_site
-from otapub.tokens import djb2_5381
-from tests.conftest import ROOT, SECRET, esp32_image, problems
+from tests.conftest import ROOT, esp32_image, problems
 
 MAC = "AA:00:00:00:00:01"
 
@@ -39,11 +38,6 @@ def only(repo) -> str:
     found = problems(repo)
     assert len(found) == 1, found
     return found[0]
-
-
-def answer(repo) -> dict:
-    mac12 = MAC.replace(":", "")
-    return json.loads((repo.site / "d" / djb2_5381(mac12, SECRET) / f"{mac12}.json").read_bytes())
 
 
 # --- real images that must be refused -----------------------------------------------------------
@@ -71,7 +65,7 @@ def test_real_esp_idf_image_builds_with_its_facts_in_the_answer(repo):
     assert "says 'qa-test-v5.0-20220830-4-g4532e6'" in only(repo)
     use(repo, "blink.bin", source=esp32_image("esp_idf_blink_esp32s2.bin"), chip="esp32s2", version_source="declared")
     build_site(repo.config())
-    a = answer(repo)
+    a = repo.answer(MAC)
     assert (a["chip"], a["project_name"], a["secure_version"]) == ("esp32s2", "blink", 0)
 
 
@@ -90,7 +84,7 @@ def test_arduino_builds_need_version_source_declared(repo, name):
     assert "version_source: declared" in message
     use(repo, "sketch.bin", source=esp32_image(name), version="2.0.0", version_source="declared", chip="esp32")
     build_site(repo.config())
-    a = answer(repo)
+    a = repo.answer(MAC)
     assert a["firmware_version"] == "2.0.0" and a["chip"] == "esp32"
 
 
@@ -134,7 +128,7 @@ def test_no_descriptor_needs_version_source_declared(repo):
     assert "has no app descriptor" in only(repo)
     use(repo, "app.bin", make_app_image(with_descriptor=False), version_source="declared")
     build_site(repo.config())
-    a = answer(repo)
+    a = repo.answer(MAC)
     assert a["chip"] == "esp32c6" and "project_name" not in a and "secure_version" not in a
 
 
@@ -152,7 +146,7 @@ def test_secure_version_is_checked_and_published(repo):
     assert "declared secure_version 2, but firmware/app.bin has 3" in only(repo)
     use(repo, "app.bin", make_app_image(version="1.0.0", secure_version=3), secure_version=3)
     build_site(repo.config())
-    assert answer(repo)["secure_version"] == 3
+    assert repo.answer(MAC)["secure_version"] == 3
 
 
 def test_every_release_is_inspected_even_when_no_device_gets_it(repo):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -13,8 +12,7 @@ from otapub.fleet import load_fleet
 from otapub.render import plan_site
 from otapub.rollout import BUCKETS, bucket, rollout_status
 from otapub.targets import CHANNEL, NONE, PIN, ROLLOUT, Rules, explain
-from otapub.tokens import djb2_5381
-from tests.conftest import SECRET, one, problems
+from tests.conftest import one, problems
 
 C6 = "FireBeetle 2 ESP32-C6"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -62,11 +60,6 @@ def rolling(repo):
 def fleet_of(repo):
     config = repo.config()
     return load_fleet(config.path("fleet_dir"), config.root)
-
-
-def answer(repo, mac: str) -> dict:
-    mac12 = mac.replace(":", "")
-    return json.loads((repo.site / "d" / djb2_5381(mac12, SECRET) / f"{mac12}.json").read_bytes())
 
 
 # --- cohorts -------------------------------------------------------------------------------
@@ -120,15 +113,15 @@ def test_precedence_pin_then_rollout_then_channel(rolling):
           "AA:00:00:00:00:03": {{hardware: {C6}}}
         """)
     build_site(rolling.config(), now=DEC3)  # the rollout's last stage: 100% of C6 boards
-    assert answer(rolling, "AA:00:00:00:00:01")["release"] == "panic-1.3.8"  # a pin beats the rollout
-    assert answer(rolling, "AA:00:00:00:00:02")["release"] == "panic-1.4.0"  # the rollout beats beta
-    assert answer(rolling, "AA:00:00:00:00:03")["release"] == "panic-1.4.0"  # ... and stable
+    assert rolling.answer("AA:00:00:00:00:01")["release"] == "panic-1.3.8"  # a pin beats the rollout
+    assert rolling.answer("AA:00:00:00:00:02")["release"] == "panic-1.4.0"  # the rollout beats beta
+    assert rolling.answer("AA:00:00:00:00:03")["release"] == "panic-1.4.0"  # ... and stable
     build_site(rolling.config(), now=T0)  # stage 1 (5%): outside it, each keeps its channel's release
     fleet = fleet_of(rolling)
     for mac, channel_release in (("AA:00:00:00:00:02", "panic-1.4.0-rc1"), ("AA:00:00:00:00:03", "panic-1.3.8")):
         inside = bucket("panic-1.4.0", fleet.devices[mac].mac12) < 5
-        assert answer(rolling, mac)["release"] == ("panic-1.4.0" if inside else channel_release)
-    assert answer(rolling, "AA:00:00:00:00:01")["release"] == "panic-1.3.8"
+        assert rolling.answer(mac)["release"] == ("panic-1.4.0" if inside else channel_release)
+    assert rolling.answer("AA:00:00:00:00:01")["release"] == "panic-1.3.8"
     rules = Rules(fleet, DEC1)
     inside = next(d for d in fleet.devices.values() if not d.release and bucket("panic-1.4.0", d.mac12) < 25)
     outside = next(d for d in fleet.devices.values() if not d.release and bucket("panic-1.4.0", d.mac12) >= 25)
@@ -149,8 +142,8 @@ def test_nothing_when_no_rule_applies(repo):
         """)
     repo.write("fleet/g.yaml", 'devices:\n  "AA:00:00:00:00:02": {}\n')
     build_site(repo.config(), now=T0)
-    assert answer(repo, "AA:00:00:00:00:01")["release"] == "panic-1.3.8"
-    assert answer(repo, "AA:00:00:00:00:02")["release"] is None  # stable is not declared
+    assert repo.answer("AA:00:00:00:00:01")["release"] == "panic-1.3.8"
+    assert repo.answer("AA:00:00:00:00:02")["release"] is None  # stable is not declared
     fleet = fleet_of(repo)
     assert Rules(fleet, T0).decide(fleet.devices["AA:00:00:00:00:02"]).rule == NONE
 
@@ -222,7 +215,7 @@ def test_cli_now_option_selects_the_stage(rolling):
     result = rolling.cli("build", "--now", "2026-12-03T09:00:00Z")
     assert result.exit_code == 0, result.output
     fleet = fleet_of(rolling)
-    assert all(answer(rolling, m)["release"] == "panic-1.4.0" for m in fleet.devices)
+    assert all(rolling.answer(m)["release"] == "panic-1.4.0" for m in fleet.devices)
     for command in ("build", "check"):
         wrong = rolling.cli(command, "--now", "next tuesday")
         assert wrong.exit_code == 2 and "Invalid value for '--now': 'next tuesday' is not an ISO 8601" in wrong.output
@@ -415,11 +408,11 @@ def test_channel_with_one_release_per_board(rolling):
     rules_file.write_text(rules_file.read_text().replace("stable: panic-1.3.8",
                                                          "stable: [panic-1.3.8, panic-s3-1.3.8]"))
     build_site(rolling.config(), now=T0)
-    assert answer(rolling, "AA:00:00:00:00:01")["release"] == "panic-s3-1.3.8"
-    assert answer(rolling, "AA:00:00:00:00:01")["chip"] == "esp32s3"
+    assert rolling.answer("AA:00:00:00:00:01")["release"] == "panic-s3-1.3.8"
+    assert rolling.answer("AA:00:00:00:00:01")["chip"] == "esp32s3"
     fleet = fleet_of(rolling)
     c6 = next(d for d in fleet.devices.values() if bucket("panic-1.4.0", d.mac12) >= 5)
-    assert answer(rolling, c6.mac)["release"] == "panic-1.3.8"
+    assert rolling.answer(c6.mac)["release"] == "panic-1.3.8"
 
 
 def test_url_release_without_chip_cannot_serve_a_chip_declaring_device(rolling):
@@ -434,7 +427,7 @@ def test_url_release_without_chip_cannot_serve_a_chip_declaring_device(rolling):
     more = rolling.root / "fleet/more.yaml"
     more.write_text(more.read_text().replace("size: 1234}", "size: 1234, chip: esp32c6}"))
     build_site(rolling.config(), now=T0)
-    assert answer(rolling, "AA:00:00:00:00:01")["chip"] == "esp32c6"
+    assert rolling.answer("AA:00:00:00:00:01")["chip"] == "esp32c6"
 
 
 # --- downgrade -----------------------------------------------------------------------------
@@ -450,9 +443,9 @@ def test_allow_downgrade_reaches_the_answer_only_when_allowed(rolling):
     rel.write_text(rel.read_text().replace('panic-1.4.0-rc1: {version: "1.4.0.1",',
                                            'panic-1.4.0-rc1: {allow_downgrade: true, version: "1.4.0.1",'))
     build_site(rolling.config(), now=T0)
-    assert answer(rolling, "AA:00:00:00:00:01")["allow_downgrade"] is True  # the device allows it
-    assert "allow_downgrade" not in answer(rolling, "AA:00:00:00:00:02")
-    assert answer(rolling, "AA:00:00:00:00:03")["allow_downgrade"] is True  # the release allows it
+    assert rolling.answer("AA:00:00:00:00:01")["allow_downgrade"] is True  # the device allows it
+    assert "allow_downgrade" not in rolling.answer("AA:00:00:00:00:02")
+    assert rolling.answer("AA:00:00:00:00:03")["allow_downgrade"] is True  # the release allows it
     rolling.write("fleet/more.yaml", 'devices:\n  "AA:00:00:00:00:01": {allow_downgrade: "yes"}\n')
     assert "expected true or false" in one(rolling, "AA:00:00:00:00:01.allow_downgrade", T0)
 
