@@ -214,6 +214,8 @@ def write_key_file(path: Path, private_b64: str, config: Any | None) -> None:
     except FileExistsError as exc:
         if exc.filename is not None and Path(exc.filename) != path:
             raise SigningError(f"--out {path}: {exc.filename} is a file, not a folder") from None
+        if path.is_dir():
+            raise SigningError(f"--out {path}: a folder; give the name of the key file to create") from None
         raise SigningError(f"{path} exists: refusing to overwrite a key") from None
     except OSError as exc:  # no permission, a file on the way, a read-only file system ...
         raise SigningError(f"--out {path}: cannot write the key there: {exc.strerror or exc}") from None

@@ -365,6 +365,8 @@ def test_keygen_refuses_any_git_work_tree_wherever_it_runs_from(tmp_path, monkey
         result = CliRunner().invoke(main, ["keygen", "--out", str(target)], catch_exceptions=False)
         assert result.exit_code == 2 and said in result.output and "check the paths" not in result.output, result.output
         assert not target.exists()
+    empty = CliRunner().invoke(main, ["keygen", "--out", ""], catch_exceptions=False)  # an unset "$VARIABLE"
+    assert empty.exit_code == 2 and "--out .: a folder; give the name of the key file" in empty.output, empty.output
 
 
 def test_a_bad_signing_key_is_a_clean_error(example):
