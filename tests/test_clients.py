@@ -310,6 +310,25 @@ def test_manifests_need_the_token_in_the_path(served):
     assert exchange(served, esp32_get(served, f"/d/{t}/AABBCC000020/esp32fota.json"))[0] == 404
 
 
+def test_manifest_checkin_names_the_target_from_the_manifest_alone(repo):
+    """Serving a manifest reads the manifest only: the check-in's target is the one it names."""
+    repo.firmware("fw_2.0.0.bin", size=6000)
+    repo.write("fleet/clients.yaml", CLIENTS_YAML)
+    repo.set_config(checkin_log="state/checkins.jsonl", base_url=BASE_URL)
+    build_site(repo.config())
+    for mac12 in ("AABBCC000022", "AABBCC000023", "AABBCC000025"):
+        (repo.site / "d" / token(mac12) / f"{mac12}.json").unlink()  # the answer is not read
+    served = Served(repo)
+    try:
+        for mac12, client, target in [("AABBCC000022", "esp32fota", "2.0.0"), ("AABBCC000023", "esphome", "2.0.0"),
+                                      ("AABBCC000025", "esp32fota", None), ("AABBCC000025", "esphome", None)]:
+            assert exchange(served, esp32_get(served, f"/d/{token(mac12)}/{mac12}/{client}.json"))[0] == 200
+            entry = served.checkins()[-1]
+            assert (entry["client"], entry["target"], entry["decision"]) == (client, target, "manifest_served")
+    finally:
+        served.stop()
+
+
 # -- ESPHome -----------------------------------------------------------------------------------------
 
 def esphome_resolve(source_url: str, path: str) -> str:
@@ -609,7 +628,7 @@ def test_signed_site_signs_answers_and_leaves_manifests_in_the_clients_format(ex
     answer = json.loads((example.site / f"d/{t}/AABBCC000022.json").read_bytes())
     assert "signature" in answer and answer["clients"] == ["esp32fota"]
     manifest = json.loads((example.site / f"d/{t}/AABBCC000022/esp32fota.json").read_bytes())
-    assert set(manifest) == {"type", "version", "url", "md5", "sha256", "size", "release"}
+    assert set(manifest) == {"type", "version", "url", "md5", "sha256", "size", "release", "firmware_version"}
     report = json.loads(example.cli("audit", "--format", "json").output)
     assert not [f for f in report["findings"] if f["check"] == "published" and f["severity"] != "ok"], report
 
