@@ -163,7 +163,9 @@ def token(ctx: Context, mac: str, scheme: str | None, canonical: bool, urls: boo
     from otapub.devices import client_urls_for, token_for
 
     if urls:
-        click.echo("\n".join(client_urls_for(ctx.config, mac)))
+        if canonical:
+            raise click.UsageError("--urls prints both forms of the token: leave out --canonical")
+        click.echo("\n".join(client_urls_for(ctx.config, mac, scheme)))
         return
     click.echo(token_for(ctx.config, mac, scheme, canonical))
 

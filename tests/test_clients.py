@@ -577,6 +577,22 @@ def test_token_urls_point_each_client_at_its_url(served):
         assert served.request(local(served, url))[0] == 200
 
 
+def test_token_urls_honours_scheme_and_refuses_canonical(repo):
+    repo.write("fleet/clients.yaml", 'devices:\n  "AA:BB:CC:00:00:20": {client: httpupdate}\n')
+    repo.set_config(base_url=BASE_URL)
+    wire = repo.cli("token", "AA:BB:CC:00:00:20", "--scheme", "djb2-0").output.strip()
+    canonical = repo.cli("token", "AA:BB:CC:00:00:20", "--scheme", "djb2-0", "--canonical").output.strip()
+    result = repo.cli("token", "AA:BB:CC:00:00:20", "--urls", "--scheme", "djb2-0")
+    assert result.exit_code == 0 and result.output.splitlines() == [
+        f"httpupdate: {BASE_URL}/api/httpupdate/{canonical} (shim; or {BASE_URL}/api/httpupdate with Basic "
+        f"password {wire} or X-Device-Auth: {wire})"]
+    assert canonical != token("AABBCC000020")  # the scheme given, not the fleet's default
+    result = repo.cli("token", "AA:BB:CC:00:00:20", "--urls", "--scheme", "nope")
+    assert result.exit_code != 0 and "unknown token scheme 'nope'" in result.output
+    result = repo.cli("token", "AA:BB:CC:00:00:20", "--urls", "--canonical")
+    assert result.exit_code == 2 and "leave out --canonical" in result.output and "Traceback" not in result.output
+
+
 def test_examples_use_the_urls_otapub_prints():
     """Each client example is configured with what `otapub token --urls` prints for its client."""
     from pathlib import Path
