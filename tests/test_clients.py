@@ -526,6 +526,26 @@ def test_esp32fota_needs_an_absolute_url(repo):
     assert "set base_url" in result.output
 
 
+def test_esphome_path_taken_for_a_url_is_refused_without_base_url(repo):
+    repo.firmware("http_fw_1.0.0.bin", version="1.0.0")
+    repo.firmware("fw_1.0.0.bin", version="1.0.0")
+    repo.write("fleet/fleet.yaml", """\
+        releases:
+          fw: {version: "1.0.0", file: firmware/http_fw_1.0.0.bin}
+          plain: {version: "1.0.0", file: firmware/fw_1.0.0.bin}
+        devices:
+          "AA:BB:CC:00:00:30": {client: esphome, release: fw}
+          "AA:BB:CC:00:00:31": {client: esphome, release: plain}
+        """)
+    result = repo.cli("check")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert re.search(r"fleet/fleet\.yaml:5:\d+: devices\.AA:BB:CC:00:00:30\.client: ESPHome takes a path "
+                     r"containing 'http' as a URL: /f/[0-9a-f]{64}/http_fw_1\.0\.0\.bin", result.output), result.output
+    assert "AA:BB:CC:00:00:31" not in result.output  # /f/<sha256>/fw_1.0.0.bin: on the manifest's host
+    repo.set_config(base_url=BASE_URL)
+    assert repo.cli("check").exit_code == 0
+
+
 def test_semver3():
     assert [semver3(v) for v in ("1", "1.2", "1.2.3", "v1.2.3", "1.2.3.0", "1.2.3.4")] == \
         ["1.0.0", "1.2.0", "1.2.3", "1.2.3", "1.2.3", None]
