@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from otapub.chips import KNOWN_CHIPS, known_chip
-from otapub.clients import CLIENTS
+from otapub.clients import CLIENTS, ESP32FOTA
 from otapub.errors import Problem, ValidationError
 from otapub.located import Map, Pos, Seq
 from otapub.mac import mac12 as to_mac12
@@ -682,8 +682,18 @@ def _assign_clients(fleet: Fleet, out: _Collector) -> None:
     Two groups that assign different values to one device are an error: no silent precedence.
     """
     assigning = [g for g in fleet.groups.values() if g.clients is not None or g.firmware_type is not None]
-    if not assigning:
-        return
+    if assigning:
+        _assign_from_groups(fleet, assigning, out)
+    if any(p.field.endswith(".client") for p in out.problems):
+        return  # a device's clients are not known yet
+    for mac, device in fleet.devices.items():
+        if device.firmware_type is not None and ESP32FOTA not in device.clients and "firmware_type" in device.field_pos:
+            out.add(device.where("firmware_type"), f"devices.{mac}.firmware_type",
+                    "only client esp32fota reads `firmware_type:`, and this device speaks "
+                    f"{', '.join(device.clients)}: add esp32fota to its `client:`, or remove `firmware_type:`")
+
+
+def _assign_from_groups(fleet: Fleet, assigning: list[Group], out: _Collector) -> None:
     members = group_members(fleet)
     for key, attr in (("client", "clients"), ("firmware_type", "firmware_type")):
         given: dict[str, Group] = {}

@@ -488,6 +488,9 @@ def test_build_writes_manifests_only_for_the_clients_declared(served):
     ('"AA:BB:CC:00:00:30": {client: [seed, ota]}', "devices.AA:BB:CC:00:00:30.client: unknown client 'ota'"),
     ('"AA:BB:CC:00:00:30": {client: [seed, seed]}', "a client is listed twice"),
     ('"AA:BB:CC:00:00:30": {client: esp32fota, firmware_type: "a b"}', "firmware_type: expected an esp32FOTA"),
+    ('"AA:BB:CC:00:00:30": {client: [seed, idf], firmware_type: t}',
+     "devices.AA:BB:CC:00:00:30.firmware_type: only client esp32fota reads `firmware_type:`, and this device speaks "
+     "seed, idf: add esp32fota to its `client:`, or remove `firmware_type:`"),
     ('"AA:BB:CC:00:00:30": {client: esp32fota, firmware_type: t, release: fw4}',
      "esp32FOTA reads versions as X.Y.Z: release 'fw4' has version 1.2.3.4"),
     ('"AA:BB:CC:00:00:30": {client: httpupdate, release: remote}',
