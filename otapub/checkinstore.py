@@ -262,15 +262,21 @@ def _mac(value: Any) -> str | None:
         return value  # kept as sent: auth failures by MAC show what was tried
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _row(entry: dict[str, Any], when: Any) -> tuple[Any, ...] | None:
-    """One check-in as a row of ``temp.batch`` (None without a MAC)."""
+    """One check-in as a row of ``temp.batch`` (None without a MAC). A field of another type than
+    the shim writes (a hand-made or foreign log) is read as missing."""
     mac = _mac(entry.get("mac"))
     if mac is None:
         return None
-    decision = entry.get("decision")
+    when, decision, status = _text(when), _text(entry.get("decision")), entry.get("status")
     ip, client = ip_and_client(entry)
-    return (_day(when), when, mac, entry.get("version"), entry.get("target"), decision, entry.get("status"),
-            ip, client, entry.get("device_id") or None, entry.get("hardware") or None,
+    status = status if type(status) is int and 0 <= status < 1000 else None
+    return (_day(when), when, mac, _text(entry.get("version")), _text(entry.get("target")), decision, status,
+            ip, client, _text(entry.get("device_id")) or None, _text(entry.get("hardware")) or None,
             decision not in UNAUTHENTICATED)
 
 

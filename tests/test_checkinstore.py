@@ -155,6 +155,27 @@ def test_a_file_that_is_no_store_is_a_clean_error(tmp_path):
         Store(bad)
 
 
+def test_odd_lines_are_skipped_or_read_as_missing_fields(tmp_path, store):
+    """A hand-made or foreign log: binary garbage, non-UTF-8, a huge line, fields of other types."""
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z"))
+    with open(log, "ab") as handle:
+        handle.write(bytes(range(14, 256)) * 16 + b"\n")
+        handle.write(b'{"time":"2026-11-01T09:00:00Z","mac":"' + MAC.encode() + b'","version":"1.\xff"}\n')
+        handle.write(b'{"pad":"' + b"x" * (40 << 20) + b'"}\n')  # larger than a fold's chunk
+    write(log, {"time": 12345, "mac": MAC, "version": [1], "decision": {"a": 1}, "status": "x", "target": {"x": 1},
+                "device_id": {"a": 1}, "hardware": [1], "ip": 5},
+          {"time": "2026-11-01T10:00:00Z", "mac": MAC, "version": 1.5, "decision": "update_offered",
+           "target": ["x"], "status": 10**30},
+          {"time": "2026-11-01T11:00:00Z", "mac": 123})
+    result = store.fold(log)
+    assert (result.lines, result.skipped) == (5, 2)
+    seen = store.devices()[MAC]
+    assert seen.checks == 3 and seen.last_version == "1.0.0" and seen.last_check == "2026-11-01T10:00:00Z"
+    assert seen.device_id == "dev" and seen.hardware == "hw" and seen.last_decision == "update_offered"
+    assert list(store.offers("1.0.0")) == [] and store.count() == 3
+
+
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_serve_reopens_a_moved_log_on_sighup_and_nothing_is_lost(example, server):
     """logrotate's way: move the log, SIGHUP `otapub serve`; every check-in reaches the store once."""
