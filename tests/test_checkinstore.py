@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 
 import pytest
 
@@ -153,6 +154,18 @@ def test_a_file_that_is_no_store_is_a_clean_error(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a usable check-in store"):
         Store(bad)
+
+
+@pytest.mark.parametrize("user_version", [0, 1])
+def test_a_foreign_sqlite_database_is_refused_and_left_untouched(tmp_path, user_version):
+    foreign = tmp_path / "app.sqlite"
+    db = sqlite3.connect(foreign)
+    db.executescript(f"CREATE TABLE devices (x); CREATE TABLE other (y); PRAGMA user_version={user_version};")
+    db.close()
+    before = foreign.read_bytes()
+    with pytest.raises(StoreError, match="not a check-in store .its tables: devices, other.; set checkin_db"):
+        Store(foreign)
+    assert foreign.read_bytes() == before and not list(tmp_path.glob("app.sqlite-*"))
 
 
 def test_odd_lines_are_skipped_or_read_as_missing_fields(tmp_path, store):
