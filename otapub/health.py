@@ -43,7 +43,7 @@ from otapub.rollout import (
 from otapub.versions import parse_version
 from otapub.yamledit import Document
 
-HALT_EXIT = 1  # a stage crossed its halt gate
+HALT_EXIT = 4  # a stage crossed its halt gate (not 1: that is any error, e.g. a fleet that does not validate)
 ADVANCE_EXIT = 3  # the open stage passed its advance gate: the next one may open
 
 

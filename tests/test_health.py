@@ -161,7 +161,10 @@ def test_health_cli_exit_codes_and_json(fleet):
     result = fleet.cli("health", "next", "--now", "2026-12-05T00:00:00Z")
     assert result.exit_code == HALT_EXIT and f"{len(cohort)} silent" in result.output and "HALT" in result.output
     missing = fleet.cli("health", "nope")
-    assert missing.exit_code != 0 and "no rollout 'nope'" in missing.output
+    assert missing.exit_code not in (0, HALT_EXIT, ADVANCE_EXIT) and "no rollout 'nope'" in missing.output
+    fleet.write("fleet/broken.yaml", "rollouts: [\n")  # an error is not a decision of a gate
+    broken = fleet.cli("health", "--now", "2026-12-05T00:00:00Z")
+    assert broken.exit_code not in (0, HALT_EXIT, ADVANCE_EXIT) and "broken.yaml" in broken.output
 
 
 @pytest.mark.parametrize("gates, message", [
