@@ -40,7 +40,8 @@ from otapub.rollout import (
     rollout_state,
     waiting_for_gate,
 )
-from otapub.versions import parse_version
+from otapub.signing import parse_time
+from otapub.versions import same_version
 from otapub.yamledit import Document
 
 HALT_EXIT = 4  # a stage crossed its halt gate (not 1: that is any error, e.g. a fleet that does not validate)
@@ -105,24 +106,10 @@ class RolloutHealth:
 
 
 def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text) if text else None
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _same_version(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return False
-    if a == b:
-        return True
-    try:
-        return parse_version(a) == parse_version(b)
-    except ValueError:
-        return False
 
 
 def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers: dict[str, Offer],
@@ -156,7 +143,7 @@ def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers
         item = seen.get(device.mac)
         offered_at = _time(offer.first_offered)
         last = _time(item.last_check) if item else None
-        if item is not None and _same_version(item.last_version, version):
+        if item is not None and same_version(item.last_version, version):
             stage.updated += 1
         elif offered_at is None or now - offered_at < grace:
             stage.pending += 1
