@@ -113,15 +113,16 @@ def _time(text: str | None) -> datetime | None:
 
 
 def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers: dict[str, Offer],
-                   now: datetime) -> RolloutHealth:
-    """Counts per stage of one rollout; ``offers`` are the first offers of its version, by MAC."""
+                   now: datetime, members: dict[str, frozenset[str]] | None = None) -> RolloutHealth:
+    """Counts per stage of one rollout; ``offers`` are the first offers of its version, by MAC;
+    ``members``: the fleet's groups (``group_members``), when the caller has them."""
     release = fleet.releases.get(rollout.release)
     version = release.version if release is not None else None
     index = current_stage(rollout, now)
     waiting = waiting_for_gate(rollout, now)
     health = RolloutHealth(rollout.name, rollout.release, version, rollout_state(rollout, now),
                            describe_gates(rollout))
-    scope = audience(rollout, fleet, group_members(fleet))
+    scope = audience(rollout, fleet, group_members(fleet) if members is None else members)
     devices = fleet.devices.values() if scope is None else [fleet.devices[m] for m in scope]
     bounds = [0] + [s.percent for s in rollout.stages]
     stages = [StageHealth(i + 1, s.percent, index is not None and i <= index) for i, s in enumerate(rollout.stages)]
@@ -190,11 +191,12 @@ def fleet_health(config: Config, name: str | None = None, extra_logs: tuple[Path
         with folded(config, extra_logs) as opened:
             return fleet_health(config, name, (), now, fleet, opened, seen)
     seen = store.devices() if seen is None else seen
+    members = group_members(fleet)  # once for all rollouts: a selector group looks at every device
     result = []
     for rollout in rollouts:
         release = fleet.releases.get(rollout.release)
         offers = {o.mac: o for o in store.offers(release.version)} if release is not None else {}
-        result.append(rollout_health(fleet, rollout, seen, offers, now))
+        result.append(rollout_health(fleet, rollout, seen, offers, now, members))
     return result
 
 
