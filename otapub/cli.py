@@ -241,7 +241,7 @@ def health(ctx: Context, rollout: str | None, logs: tuple[Path, ...], write: boo
            now: str | None) -> None:
     """Per rollout stage: devices offered, updated, failed, silent; checked against the gates.
 
-    Exit status: 0 when no gate decided anything, 1 when a stage crossed its `halt_if` gate (the
+    Exit status: 0 when no gate decided anything, 4 when a stage crossed its `halt_if` gate (the
     rollout must halt), 3 when the open stage passed its `advance_after` gate (the next stage may
     open). With --write the decision is written into the rollout's YAML file first.
     """
