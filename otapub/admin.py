@@ -46,7 +46,7 @@ _COLLECTION = re.compile(r"/admin/devices/?")
 _ITEM = re.compile(r"/admin/devices/([^/]{1,64})/?")
 _STATUS = {200: "200 OK", 201: "201 Created", 400: "400 Bad Request", 401: "401 Unauthorized",
            404: "404 Not Found", 405: "405 Method Not Allowed", 409: "409 Conflict",
-           500: "500 Internal Server Error"}
+           500: "500 Internal Server Error", 503: "503 Service Unavailable"}
 _TEXT_FIELDS = ("mac_address", "device_id", "hardware_version", "hardware", "target_version", "firmware_url",
                 "checksum", "release")
 # Read-only fields of a device view: accepted and ignored, so a client may PUT back what it GOT.
@@ -86,6 +86,8 @@ class AdminApp:
             status, body = self._handle(environ, extra)
         except _Reply as reply:
             status, body = reply.status, reply.body
+        except OtapubError as exc:  # the server's own files (e.g. an unusable check-in store), not the request
+            status, body = _unavailable(exc)
         except Exception:  # a bug, not a user mistake: log it, keep serving
             log.exception("admin API: internal error on %s %s", environ.get("REQUEST_METHOD"),
                           str(environ.get("PATH_INFO", ""))[:200])
@@ -164,6 +166,9 @@ class AdminApp:
                 status, kind = 400, "application/json"
                 body = json.dumps({"error": "the fleet YAML does not validate",
                                    "problems": [str(p) for p in exc.problems]}).encode() + b"\n"
+            except OtapubError as exc:
+                status, kind = 503, "application/json"
+                body = json.dumps(_unavailable(exc)[1]).encode() + b"\n"
             except Exception:  # a bug, not a user mistake: log it, keep serving
                 log.exception("admin dashboard: internal error")
                 status, body, kind = 500, b'{"error": "Internal server error"}\n', "application/json"
@@ -279,6 +284,11 @@ def git_commit(config: Config, result: EditResult, message: str) -> dict[str, An
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.error("admin API: git commit failed: %s", exc)
         return {"committed": False, "error": str(exc)}
+
+
+def _unavailable(exc: OtapubError) -> tuple[int, dict[str, str]]:
+    log.error("admin API: %s", exc)
+    return 503, {"error": str(exc)}
 
 
 # -- request parsing -----------------------------------------------------------------------

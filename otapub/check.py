@@ -124,14 +124,18 @@ def client_problems(config: Config, fleet: Fleet, targets: dict[str, Target], di
                     chips: dict[str, str | None]) -> list[Problem]:
     """Devices whose declared clients (otapub.clients) cannot be given their target."""
     problems: list[Problem] = []
+    by_release: dict[str, ManifestTarget] = {}  # the same for every device a release is the target of
     for mac, device in fleet.devices.items():
         if device.clients == DEFAULT_CLIENTS:
             continue
         release = targets[mac].release
         target = None
         if release is not None:
-            url = firmware_url(config.base_url, release, digests[release.name]) or ""
-            target = ManifestTarget.of(release, url, digests[release.name], chips.get(release.name))
+            target = by_release.get(release.name)
+            if target is None:
+                url = firmware_url(config.base_url, release, digests[release.name]) or ""
+                target = by_release[release.name] = ManifestTarget.of(release, url, digests[release.name],
+                                                                      chips.get(release.name))
         problem = client_problem(device, target)
         if problem is not None:
             problems.append(problem)

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -101,6 +102,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 # index instead of on a random page each (100,000 random pages rewritten per fold, at 10 M rows).
 # A MAC's history is read with one index seek per day there is history of.
 _DAYS = "SELECT day FROM days"
+_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
 
 
@@ -262,15 +264,21 @@ def _mac(value: Any) -> str | None:
         return value  # kept as sent: auth failures by MAC show what was tried
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _row(entry: dict[str, Any], when: Any) -> tuple[Any, ...] | None:
-    """One check-in as a row of ``temp.batch`` (None without a MAC)."""
+    """One check-in as a row of ``temp.batch`` (None without a MAC). A field of another type than
+    the shim writes (a hand-made or foreign log) is read as missing."""
     mac = _mac(entry.get("mac"))
     if mac is None:
         return None
-    decision = entry.get("decision")
+    when, decision, status = _text(when), _text(entry.get("decision")), entry.get("status")
     ip, client = ip_and_client(entry)
-    return (_day(when), when, mac, entry.get("version"), entry.get("target"), decision, entry.get("status"),
-            ip, client, entry.get("device_id") or None, entry.get("hardware") or None,
+    status = status if type(status) is int and 0 <= status < 1000 else None
+    return (_day(when), when, mac, _text(entry.get("version")), _text(entry.get("target")), decision, status,
+            ip, client, _text(entry.get("device_id")) or None, _text(entry.get("hardware")) or None,
             decision not in UNAUTHENTICATED)
 
 
@@ -283,18 +291,18 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA cache_size=-262144")  # 256 MiB: a fold touches index pages all over
-            self.db.execute("PRAGMA mmap_size=1073741824")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(f"{path}: check-in store of schema {version}, this otapub reads "
                                  f"{SCHEMA_VERSION}; move it away and fold the logs again")
+            self._refuse_foreign(version)  # before anything is written to it
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA cache_size=-262144")  # 256 MiB: a fold touches index pages all over
+            self.db.execute("PRAGMA mmap_size=1073741824")
             self.db.create_function("otapub_newer", 2, _newer, deterministic=True)
             if version == 0:
-                self.db.executescript(_SCHEMA)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self.db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")  # all or none
             self.db.execute(_TARGETS_SCHEMA)  # not in _SCHEMA: stores of schema 1 get it too
             self.db.execute("PRAGMA temp_store=MEMORY")
             self.db.executescript(_TEMP_SCHEMA)
@@ -302,6 +310,17 @@ class Store:
             raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
         except OSError as exc:
             raise StoreError(f"{path}: {exc.strerror}") from None
+
+    def _refuse_foreign(self, version: int) -> None:
+        """Refuse an SQLite database of something else (a mistyped ``checkin_db``): not a store of ours
+        yet holding tables, or one that says it is but lacks the store's tables."""
+        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = _TABLES - tables
+        if tables and (version == 0 or missing):
+            self.db.close()
+            found = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(f"{self.path}: an SQLite database that is not a check-in store (its tables: {found}); "
+                             "set checkin_db to a file of its own")
 
     def close(self) -> None:
         self.db.close()

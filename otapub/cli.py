@@ -164,7 +164,9 @@ def token(ctx: Context, mac: str, scheme: str | None, canonical: bool, urls: boo
     from otapub.devices import client_urls_for, token_for
 
     if urls:
-        click.echo("\n".join(client_urls_for(ctx.config, mac)))
+        if canonical:
+            raise click.UsageError("--urls prints both forms of the token: leave out --canonical")
+        click.echo("\n".join(client_urls_for(ctx.config, mac, scheme)))
         return
     click.echo(token_for(ctx.config, mac, scheme, canonical))
 
@@ -240,7 +242,7 @@ def health(ctx: Context, rollout: str | None, logs: tuple[Path, ...], write: boo
            now: str | None) -> None:
     """Per rollout stage: devices offered, updated, failed, silent; checked against the gates.
 
-    Exit status: 0 when no gate decided anything, 1 when a stage crossed its `halt_if` gate (the
+    Exit status: 0 when no gate decided anything, 4 when a stage crossed its `halt_if` gate (the
     rollout must halt), 3 when the open stage passed its `advance_after` gate (the next stage may
     open). With --write the decision is written into the rollout's YAML file first.
     """

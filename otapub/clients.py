@@ -135,7 +135,8 @@ def esp32fota_manifest(firmware_type: str, target: ManifestTarget | None) -> byt
     version = semver3(target.version)
     assert version is not None, "checked by manifest_problems"  # noqa: S101 (a bug, not input)
     doc = {"type": firmware_type, "version": version, "url": target.url, "md5": target.md5,
-           "sha256": target.sha256, "size": target.size, "release": target.release}
+           "sha256": target.sha256, "size": target.size, "release": target.release,
+           "firmware_version": target.version}
     return json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n"
 
 
@@ -158,6 +159,21 @@ def esphome_manifest(name: str, target: ManifestTarget | None) -> bytes:
         doc = {"name": name, "version": target.version,
                "builds": [{"chipFamily": chip_family(target.chip), "ota": ota}]}
     return json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n"
+
+
+def manifest_target(client: str, data: bytes) -> str | None:
+    """The target version a rendered manifest names (the check-in's ``target``), read from the
+    manifest itself: serving one is one file read. None for a manifest without a target.
+
+    esp32FOTA's ``version`` is the target's in "X.Y.Z" form, so its manifest also carries the
+    release's ``firmware_version`` as declared; ESPHome's ``version`` is the declared one.
+    """
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    version = doc.get("firmware_version" if client == ESP32FOTA else "version") if isinstance(doc, dict) else None
+    return version if isinstance(version, str) and version else None
 
 
 def client_problem(device: Device, target: ManifestTarget | None) -> Problem | None:

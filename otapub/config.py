@@ -38,6 +38,8 @@ class Field:
     secret: bool = False
 
 
+_INT_MAX = {"checkin_retention_days": 100_000}  # days back from today stay a date (0 keeps all anyway)
+
 FIELDS: tuple[Field, ...] = (
     Field("shared_secret_key", "str", None, "fleet secret the device tokens derive from", secret=True),
     Field("server_port", "int", 5000, "port of the shim (otapub serve)"),
@@ -159,6 +161,8 @@ def _convert(field: Field, value: Any) -> Any:
             raise ValueError(f"expected a port number 1-65535, found {number}")
         if number < 0:
             raise ValueError(f"expected a non-negative integer, found {number}")
+        if number > _INT_MAX.get(field.name, number):
+            raise ValueError(f"expected at most {_INT_MAX[field.name]}, found {number}")
         return number
     if kind == "bool":
         if isinstance(value, bool):

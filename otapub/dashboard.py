@@ -107,11 +107,14 @@ def export(config: Config, out: Path, now: datetime | None = None, days: int = 9
     if target == Path(os.path.realpath(site)) or Path(os.path.realpath(site)) in target.parents:
         raise OtapubError(f"{out}: inside the public site ({site}); the dashboard names every device: "
                           "write it elsewhere")
+    page = render_page(dashboard_data(config, now, days, silent_days, extra_logs))  # a mistake there: no folder made
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OtapubError(f"{out}: cannot create the folder: {exc.strerror}") from None
-    page = render_page(dashboard_data(config, now, days, silent_days, extra_logs))
     path = target / "index.html"
-    atomic_write(path, page.encode("utf-8"), mode=0o600)
+    try:
+        atomic_write(path, page.encode("utf-8"), mode=0o600)
+    except OSError as exc:
+        raise OtapubError(f"{path}: cannot write the dashboard: {exc.strerror}") from None
     return path

@@ -118,7 +118,7 @@ def checkin_history(config: Config, mac: str, days: int = 14) -> dict[str, Any]:
 
 def device_token(config: Config, device: Device) -> str:
     """The X-Device-Auth value the device sends (wire form of its scheme)."""
-    return _tokens(config).wire(device)
+    return DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme).wire(device)
 
 
 # -- single devices: token, explanation --------------------------------------------------------
@@ -127,38 +127,33 @@ def token_for(config: Config, mac: str, scheme: str | None = None, canonical: bo
 
     ``scheme``: this one, else the device's in the fleet, else the config's default.
     """
-    key, device = _one_device(config, mac, load_fleet=scheme is None)
-    scheme = scheme or (device.token_scheme if device is not None else None)
-    try:
-        get_scheme(scheme or config.token_scheme)  # an unknown scheme is reported before a missing secret
-    except ValueError as exc:
-        raise OtapubError(str(exc)) from None
-    return _tokens(config).for_mac(mac12(key), scheme, canonical)
+    tokens, digits, scheme, _ = _tokens_of(config, mac, scheme, need_device=False)
+    return tokens.for_mac(digits, scheme, canonical)
 
 
-def client_urls_for(config: Config, mac: str) -> list[str]:
+def client_urls_for(config: Config, mac: str, scheme: str | None = None) -> list[str]:
     """`otapub token --urls`: where each of the device's clients is pointed (otapub.clients)."""
     from otapub.clients import DEFAULT_CLIENTS, client_urls
 
-    key, device = _one_device(config, mac)
-    scheme = device.token_scheme if device is not None else None
-    tokens, digits = _tokens(config), mac12(key)
+    tokens, digits, scheme, device = _tokens_of(config, mac, scheme, need_device=True)
     return client_urls(config.base_url or "<base_url>", digits, tokens.for_mac(digits, scheme),
                        tokens.for_mac(digits, scheme, canonical=False),
                        device.clients if device is not None else DEFAULT_CLIENTS)
 
 
-def _one_device(config: Config, mac: str, load_fleet: bool = True) -> tuple[str, Device | None]:
-    """A MAC (normalised; OtapubError when it is none) and its device in the fleet, if any."""
+def _tokens_of(config: Config, mac: str, scheme: str | None, need_device: bool
+               ) -> tuple[DeviceTokens, str, str | None, Device | None]:
+    """The fleet's token deriver, the MAC's 12 digits, the scheme (``scheme``, else the device's,
+    else None: the config's default) and the device (read from the fleet when needed or ``scheme`` is None)."""
     try:
         key = normalize_mac(mac)
+        device = load(config).devices.get(key) if need_device or scheme is None else None
+        if scheme is None and device is not None:
+            scheme = device.token_scheme
+        get_scheme(scheme or config.token_scheme)  # an unknown scheme is reported before a missing secret
     except ValueError as exc:
         raise OtapubError(str(exc)) from None
-    return key, load(config).devices.get(key) if load_fleet else None
-
-
-def _tokens(config: Config) -> DeviceTokens:
-    return DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme)
+    return DeviceTokens(config.secret("device tokens derive from it"), config.token_scheme), mac12(key), scheme, device
 
 
 def explain_device(config: Config, mac: str, now: datetime | None = None) -> Explanation:

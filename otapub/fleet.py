@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from otapub.chips import KNOWN_CHIPS, known_chip
-from otapub.clients import CLIENTS
+from otapub.clients import CLIENTS, ESP32FOTA
 from otapub.errors import Problem, ValidationError
 from otapub.located import Map, Pos, Seq
 from otapub.mac import mac12 as to_mac12
@@ -35,6 +35,7 @@ GROUP_KEYS = ("members", *SELECTOR_FIELDS, *CLIENT_KEYS)
 ROLLOUT_KEYS = ("release", "to", "stages", "paused", "priority", "halt_if", "advance_after", "halted")
 HALT_KEYS = ("failed_percent", "min_devices", "grace_hours", "silent_hours")
 ADVANCE_KEYS = ("updated_percent",)
+MAX_GATE_HOURS = 24 * 366 * 100  # a century: a gate's durations stay computable (not .inf, not 1e12)
 STAGE_KEYS = ("percent", "not_before")
 VERSION_SOURCES = ("image", "declared")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
@@ -492,7 +493,8 @@ def _parse_rollout(name: str, entry: Any, pos: Pos, out: _Collector) -> Rollout 
 def _gate_number(gate: Map, key: str, field: str, out: _Collector, low: float, high: float | None,
                  whole: bool = False) -> Any:
     value = gate[key]
-    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < low or (
+    # `not low <= value` also refuses NaN (YAML's .nan), whose every comparison is false.
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or not low <= value or (
             high is not None and value > high):
         span = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
         out.add(gate.where(key), f"{field}.{key}",
@@ -506,8 +508,8 @@ def _parse_halt(value: Any, pos: Pos, field: str, out: _Collector) -> HaltGate |
         out.add(pos, field, f"expected a mapping such as `{{failed_percent: 5, min_devices: 20}}`, found {value!r}")
         return None
     _check_keys(value, HALT_KEYS, "halt_if", out)
-    limits = {"failed_percent": (0, 100, False), "min_devices": (1, None, True), "grace_hours": (0, None, False),
-              "silent_hours": (0, None, False)}
+    limits = {"failed_percent": (0, 100, False), "min_devices": (1, None, True),
+              "grace_hours": (0, MAX_GATE_HOURS, False), "silent_hours": (0, MAX_GATE_HOURS, False)}
     found = {}
     for key in HALT_KEYS:
         if key in value:
@@ -682,8 +684,18 @@ def _assign_clients(fleet: Fleet, out: _Collector) -> None:
     Two groups that assign different values to one device are an error: no silent precedence.
     """
     assigning = [g for g in fleet.groups.values() if g.clients is not None or g.firmware_type is not None]
-    if not assigning:
-        return
+    if assigning:
+        _assign_from_groups(fleet, assigning, out)
+    if any(p.field.endswith(".client") for p in out.problems):
+        return  # a device's clients are not known yet
+    for mac, device in fleet.devices.items():
+        if device.firmware_type is not None and ESP32FOTA not in device.clients and "firmware_type" in device.field_pos:
+            out.add(device.where("firmware_type"), f"devices.{mac}.firmware_type",
+                    "only client esp32fota reads `firmware_type:`, and this device speaks "
+                    f"{', '.join(device.clients)}: add esp32fota to its `client:`, or remove `firmware_type:`")
+
+
+def _assign_from_groups(fleet: Fleet, assigning: list[Group], out: _Collector) -> None:
     members = group_members(fleet)
     for key, attr in (("client", "clients"), ("firmware_type", "firmware_type")):
         given: dict[str, Group] = {}

@@ -40,10 +40,11 @@ from otapub.rollout import (
     rollout_state,
     waiting_for_gate,
 )
-from otapub.versions import parse_version
+from otapub.signing import parse_time
+from otapub.versions import same_version
 from otapub.yamledit import Document
 
-HALT_EXIT = 1  # a stage crossed its halt gate
+HALT_EXIT = 4  # a stage crossed its halt gate (not 1: that is any error, e.g. a fleet that does not validate)
 ADVANCE_EXIT = 3  # the open stage passed its advance gate: the next one may open
 
 
@@ -105,36 +106,23 @@ class RolloutHealth:
 
 
 def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text) if text else None
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _same_version(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return False
-    if a == b:
-        return True
-    try:
-        return parse_version(a) == parse_version(b)
-    except ValueError:
-        return False
 
 
 def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers: dict[str, Offer],
-                   now: datetime) -> RolloutHealth:
-    """Counts per stage of one rollout; ``offers`` are the first offers of its version, by MAC."""
+                   now: datetime, members: dict[str, frozenset[str]] | None = None) -> RolloutHealth:
+    """Counts per stage of one rollout; ``offers`` are the first offers of its version, by MAC;
+    ``members``: the fleet's groups (``group_members``), when the caller has them."""
     release = fleet.releases.get(rollout.release)
     version = release.version if release is not None else None
     index = current_stage(rollout, now)
     waiting = waiting_for_gate(rollout, now)
     health = RolloutHealth(rollout.name, rollout.release, version, rollout_state(rollout, now),
                            describe_gates(rollout))
-    scope = audience(rollout, fleet, group_members(fleet))
+    scope = audience(rollout, fleet, group_members(fleet) if members is None else members)
     devices = fleet.devices.values() if scope is None else [fleet.devices[m] for m in scope]
     bounds = [0] + [s.percent for s in rollout.stages]
     stages = [StageHealth(i + 1, s.percent, index is not None and i <= index) for i, s in enumerate(rollout.stages)]
@@ -156,7 +144,7 @@ def rollout_health(fleet: Fleet, rollout: Rollout, seen: dict[str, Seen], offers
         item = seen.get(device.mac)
         offered_at = _time(offer.first_offered)
         last = _time(item.last_check) if item else None
-        if item is not None and _same_version(item.last_version, version):
+        if item is not None and same_version(item.last_version, version):
             stage.updated += 1
         elif offered_at is None or now - offered_at < grace:
             stage.pending += 1
@@ -203,11 +191,12 @@ def fleet_health(config: Config, name: str | None = None, extra_logs: tuple[Path
         with folded(config, extra_logs) as opened:
             return fleet_health(config, name, (), now, fleet, opened, seen)
     seen = store.devices() if seen is None else seen
+    members = group_members(fleet)  # once for all rollouts: a selector group looks at every device
     result = []
     for rollout in rollouts:
         release = fleet.releases.get(rollout.release)
         offers = {o.mac: o for o in store.offers(release.version)} if release is not None else {}
-        result.append(rollout_health(fleet, rollout, seen, offers, now))
+        result.append(rollout_health(fleet, rollout, seen, offers, now, members))
     return result
 
 

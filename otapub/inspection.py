@@ -20,7 +20,7 @@ from otapub.errors import Problem
 from otapub.firmware import Digests
 from otapub.image import ImageError, ImageInfo, esp8266_image, inspect_image
 from otapub.model import Fleet, Release
-from otapub.versions import parse_version
+from otapub.versions import same_version
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def check_release(release: Release, facts: ImageFacts) -> list[Problem]:
             problems.append(release.where("version").problem(
                 f"{field}.version", f"{file} has no app descriptor, so its version {release.version} cannot be "
                                     f"checked{hint}"))
-        elif not _same_version(facts.version, release.version):
+        elif not same_version(facts.version, release.version):
             project = f" (project {facts.project_name})" if facts.project_name else ""
             problems.append(release.where("version").problem(
                 f"{field}.version", f"declared version {release.version}, but the app descriptor of {file}"
@@ -97,13 +97,6 @@ def check_release(release: Release, facts: ImageFacts) -> list[Problem]:
         problems.append(release.where("secure_version").problem(
             f"{field}.secure_version", f"declared secure_version {release.secure_version}, but {file} {found}"))
     return problems
-
-
-def _same_version(found: str, declared: str) -> bool:
-    try:
-        return parse_version(found) == parse_version(declared)
-    except ValueError:
-        return False
 
 
 def inspect_releases(fleet: Fleet, cache: ImageCache,

@@ -114,6 +114,7 @@ def render(config: Config, checked: Checked, signing: bool = False) -> Plan:
     problems: list[Problem] = []
     encoders: dict[tuple[str | None, bool, tuple[str, ...]], AnswerEncoder] = {}
     encodes: dict[tuple[str | None, bool, tuple[str, ...]], Encode] = {}
+    manifest_targets: dict[str, ManifestTarget] = {}  # by release: the same for every device it targets
     for mac, device in checked.fleet.devices.items():
         canonical = token(device)
         path = answer_path(canonical, device.mac12)
@@ -138,9 +139,13 @@ def render(config: Config, checked: Checked, signing: bool = False) -> Plan:
         if signing:
             signable[path] = (encoders[kind], device.device_id, device.hardware, mac)
         if device.clients != DEFAULT_CLIENTS:  # checked by otapub.check: every client can be given the target
-            target = None if release is None else ManifestTarget.of(
-                release, fields_by_release[release.name]["firmware_url"], checked.digests[release.name],
-                fields_by_release[release.name].get("chip"))
+            target = None
+            if release is not None:
+                target = manifest_targets.get(release.name)
+                if target is None:
+                    of_release = fields_by_release[release.name]
+                    target = manifest_targets[release.name] = ManifestTarget.of(
+                        release, of_release["firmware_url"], checked.digests[release.name], of_release.get("chip"))
             answers.update(device_manifests(device, canonical, target))
     if problems:
         raise ValidationError(problems)

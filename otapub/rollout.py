@@ -58,10 +58,9 @@ def current_stage(rollout: Rollout, now: datetime) -> int | None:
 def waiting_for_gate(rollout: Rollout, now: datetime) -> int | None:
     """Index of the stage that waits for the open stage's `advance_after` gate; None if none does."""
     index = current_stage(rollout, now)
-    nxt = 0 if index is None else index + 1
-    if rollout.advance_after is None or index is None or nxt >= len(rollout.stages):
+    if rollout.advance_after is None or index is None or index + 1 >= len(rollout.stages):
         return None
-    return nxt if rollout.stages[nxt].not_before is None else None
+    return index + 1 if rollout.stages[index + 1].not_before is None else None
 
 
 def current_percent(rollout: Rollout, now: datetime) -> int:

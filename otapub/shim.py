@@ -20,7 +20,14 @@ from urllib.parse import unquote_plus
 
 from otapub import checkins
 from otapub.checkins import CheckinLog, utc_now
-from otapub.clients import DEFAULT_CLIENTS, HTTPUpdateRequest, httpupdate_check, httpupdate_decision, site_firmware
+from otapub.clients import (
+    DEFAULT_CLIENTS,
+    HTTPUpdateRequest,
+    httpupdate_check,
+    httpupdate_decision,
+    manifest_target,
+    site_firmware,
+)
 from otapub.mac import mac12 as to_mac12
 from otapub.mac import normalize_mac
 from otapub.record import RECORD
@@ -164,9 +171,6 @@ class Shim:
         log.debug("check refused (%d %s) mac=%s", status, error, record.get("mac"))
         return json_response(start_response, status, {"error": error})
 
-    def _read_answer(self, token: str, mac12: str) -> dict[str, Any] | None:
-        return self._parse_answer(self._read(f"d/{token}/{mac12}.json"), mac12)
-
     def _parse_answer(self, data: bytes | None, mac12: str) -> dict[str, Any] | None:
         if data is None:
             return None
@@ -231,9 +235,8 @@ class Shim:
         data = self._read(f"d/{token}/{mac12}/{client}.json")
         if data is None:
             return json_response(start_response, 404, {"error": "Not found"})
-        answer = self._read_answer(token, mac12) or {}  # the target the manifest names, for the log
         self.checkins.append({"time": utc_now(), "ip": environ.get("REMOTE_ADDR"), "client": client,
-                              "mac": normalize_mac(mac12), "target": answer.get("firmware_version"),
+                              "mac": normalize_mac(mac12), "target": manifest_target(client, data),
                               "decision": checkins.MANIFEST_SERVED, "status": 200})
         start_response(STATUS[200], [("Content-Type", JSON), ("Content-Length", str(len(data))),
                                      ("Cache-Control", "no-store")])

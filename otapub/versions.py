@@ -23,6 +23,19 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def same_version(a: str | None, b: str | None) -> bool:
+    """True when both are the same version numerically (1.2 == 1.2.0 == v1.2); False when either
+    is missing or not a version."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    try:
+        return parse_version(a) == parse_version(b)
+    except ValueError:
+        return False
+
+
 def is_newer(target: str, reported: str) -> bool:
     """True when target > reported, numerically (1.10.0 > 1.9.0, 1.2 == 1.2.0)."""
     return parse_version(target) > parse_version(reported)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 
 import pytest
 
@@ -153,6 +154,39 @@ def test_a_file_that_is_no_store_is_a_clean_error(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a usable check-in store"):
         Store(bad)
+
+
+@pytest.mark.parametrize("user_version", [0, 1])
+def test_a_foreign_sqlite_database_is_refused_and_left_untouched(tmp_path, user_version):
+    foreign = tmp_path / "app.sqlite"
+    db = sqlite3.connect(foreign)
+    db.executescript(f"CREATE TABLE devices (x); CREATE TABLE other (y); PRAGMA user_version={user_version};")
+    db.close()
+    before = foreign.read_bytes()
+    with pytest.raises(StoreError, match="not a check-in store .its tables: devices, other.; set checkin_db"):
+        Store(foreign)
+    assert foreign.read_bytes() == before and not list(tmp_path.glob("app.sqlite-*"))
+
+
+def test_odd_lines_are_skipped_or_read_as_missing_fields(tmp_path, store):
+    """A hand-made or foreign log: binary garbage, non-UTF-8, a huge line, fields of other types."""
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z"))
+    with open(log, "ab") as handle:
+        handle.write(bytes(range(14, 256)) * 16 + b"\n")
+        handle.write(b'{"time":"2026-11-01T09:00:00Z","mac":"' + MAC.encode() + b'","version":"1.\xff"}\n')
+        handle.write(b'{"pad":"' + b"x" * (40 << 20) + b'"}\n')  # larger than a fold's chunk
+    write(log, {"time": 12345, "mac": MAC, "version": [1], "decision": {"a": 1}, "status": "x", "target": {"x": 1},
+                "device_id": {"a": 1}, "hardware": [1], "ip": 5},
+          {"time": "2026-11-01T10:00:00Z", "mac": MAC, "version": 1.5, "decision": "update_offered",
+           "target": ["x"], "status": 10**30},
+          {"time": "2026-11-01T11:00:00Z", "mac": 123})
+    result = store.fold(log)
+    assert (result.lines, result.skipped) == (5, 2)
+    seen = store.devices()[MAC]
+    assert seen.checks == 3 and seen.last_version == "1.0.0" and seen.last_check == "2026-11-01T10:00:00Z"
+    assert seen.device_id == "dev" and seen.hardware == "hw" and seen.last_decision == "update_offered"
+    assert list(store.offers("1.0.0")) == [] and store.count() == 3
 
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])

@@ -310,6 +310,25 @@ def test_manifests_need_the_token_in_the_path(served):
     assert exchange(served, esp32_get(served, f"/d/{t}/AABBCC000020/esp32fota.json"))[0] == 404
 
 
+def test_manifest_checkin_names_the_target_from_the_manifest_alone(repo):
+    """Serving a manifest reads the manifest only: the check-in's target is the one it names."""
+    repo.firmware("fw_2.0.0.bin", size=6000)
+    repo.write("fleet/clients.yaml", CLIENTS_YAML)
+    repo.set_config(checkin_log="state/checkins.jsonl", base_url=BASE_URL)
+    build_site(repo.config())
+    for mac12 in ("AABBCC000022", "AABBCC000023", "AABBCC000025"):
+        (repo.site / "d" / token(mac12) / f"{mac12}.json").unlink()  # the answer is not read
+    served = Served(repo)
+    try:
+        for mac12, client, target in [("AABBCC000022", "esp32fota", "2.0.0"), ("AABBCC000023", "esphome", "2.0.0"),
+                                      ("AABBCC000025", "esp32fota", None), ("AABBCC000025", "esphome", None)]:
+            assert exchange(served, esp32_get(served, f"/d/{token(mac12)}/{mac12}/{client}.json"))[0] == 200
+            entry = served.checkins()[-1]
+            assert (entry["client"], entry["target"], entry["decision"]) == (client, target, "manifest_served")
+    finally:
+        served.stop()
+
+
 # -- ESPHome -----------------------------------------------------------------------------------------
 
 def esphome_resolve(source_url: str, path: str) -> str:
@@ -469,6 +488,9 @@ def test_build_writes_manifests_only_for_the_clients_declared(served):
     ('"AA:BB:CC:00:00:30": {client: [seed, ota]}', "devices.AA:BB:CC:00:00:30.client: unknown client 'ota'"),
     ('"AA:BB:CC:00:00:30": {client: [seed, seed]}', "a client is listed twice"),
     ('"AA:BB:CC:00:00:30": {client: esp32fota, firmware_type: "a b"}', "firmware_type: expected an esp32FOTA"),
+    ('"AA:BB:CC:00:00:30": {client: [seed, idf], firmware_type: t}',
+     "devices.AA:BB:CC:00:00:30.firmware_type: only client esp32fota reads `firmware_type:`, and this device speaks "
+     "seed, idf: add esp32fota to its `client:`, or remove `firmware_type:`"),
     ('"AA:BB:CC:00:00:30": {client: esp32fota, firmware_type: t, release: fw4}',
      "esp32FOTA reads versions as X.Y.Z: release 'fw4' has version 1.2.3.4"),
     ('"AA:BB:CC:00:00:30": {client: httpupdate, release: remote}',
@@ -505,6 +527,26 @@ def test_esp32fota_needs_an_absolute_url(repo):
     result = repo.cli("check")
     assert result.exit_code != 0 and "esp32FOTA needs an absolute firmware URL" in result.output
     assert "set base_url" in result.output
+
+
+def test_esphome_path_taken_for_a_url_is_refused_without_base_url(repo):
+    repo.firmware("http_fw_1.0.0.bin", version="1.0.0")
+    repo.firmware("fw_1.0.0.bin", version="1.0.0")
+    repo.write("fleet/fleet.yaml", """\
+        releases:
+          fw: {version: "1.0.0", file: firmware/http_fw_1.0.0.bin}
+          plain: {version: "1.0.0", file: firmware/fw_1.0.0.bin}
+        devices:
+          "AA:BB:CC:00:00:30": {client: esphome, release: fw}
+          "AA:BB:CC:00:00:31": {client: esphome, release: plain}
+        """)
+    result = repo.cli("check")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert re.search(r"fleet/fleet\.yaml:5:\d+: devices\.AA:BB:CC:00:00:30\.client: ESPHome takes a path "
+                     r"containing 'http' as a URL: /f/[0-9a-f]{64}/http_fw_1\.0\.0\.bin", result.output), result.output
+    assert "AA:BB:CC:00:00:31" not in result.output  # /f/<sha256>/fw_1.0.0.bin: on the manifest's host
+    repo.set_config(base_url=BASE_URL)
+    assert repo.cli("check").exit_code == 0
 
 
 def test_semver3():
@@ -558,6 +600,22 @@ def test_token_urls_point_each_client_at_its_url(served):
         assert served.request(local(served, url))[0] == 200
 
 
+def test_token_urls_honours_scheme_and_refuses_canonical(repo):
+    repo.write("fleet/clients.yaml", 'devices:\n  "AA:BB:CC:00:00:20": {client: httpupdate}\n')
+    repo.set_config(base_url=BASE_URL)
+    wire = repo.cli("token", "AA:BB:CC:00:00:20", "--scheme", "djb2-0").output.strip()
+    canonical = repo.cli("token", "AA:BB:CC:00:00:20", "--scheme", "djb2-0", "--canonical").output.strip()
+    result = repo.cli("token", "AA:BB:CC:00:00:20", "--urls", "--scheme", "djb2-0")
+    assert result.exit_code == 0 and result.output.splitlines() == [
+        f"httpupdate: {BASE_URL}/api/httpupdate/{canonical} (shim; or {BASE_URL}/api/httpupdate with Basic "
+        f"password {wire} or X-Device-Auth: {wire})"]
+    assert canonical != token("AABBCC000020")  # the scheme given, not the fleet's default
+    result = repo.cli("token", "AA:BB:CC:00:00:20", "--urls", "--scheme", "nope")
+    assert result.exit_code != 0 and "unknown token scheme 'nope'" in result.output
+    result = repo.cli("token", "AA:BB:CC:00:00:20", "--urls", "--canonical")
+    assert result.exit_code == 2 and "leave out --canonical" in result.output and "Traceback" not in result.output
+
+
 def test_examples_use_the_urls_otapub_prints():
     """Each client example is configured with what `otapub token --urls` prints for its client."""
     from pathlib import Path
@@ -609,7 +667,7 @@ def test_signed_site_signs_answers_and_leaves_manifests_in_the_clients_format(ex
     answer = json.loads((example.site / f"d/{t}/AABBCC000022.json").read_bytes())
     assert "signature" in answer and answer["clients"] == ["esp32fota"]
     manifest = json.loads((example.site / f"d/{t}/AABBCC000022/esp32fota.json").read_bytes())
-    assert set(manifest) == {"type", "version", "url", "md5", "sha256", "size", "release"}
+    assert set(manifest) == {"type", "version", "url", "md5", "sha256", "size", "release", "firmware_version"}
     report = json.loads(example.cli("audit", "--format", "json").output)
     assert not [f for f in report["findings"] if f["check"] == "published" and f["severity"] != "ok"], report
 

@@ -57,7 +57,9 @@ def test_all_problems_are_reported_together(tmp_path):
 
 @pytest.mark.parametrize("env,needle", [({"OTA_SERVER_SERVER_PORT": "70000"}, "port number"),
                                         ({"OTA_SERVER_BASE_URL": "ftp://x"}, r"http\(s\)"),
-                                        ({"OTA_SERVER_TOKEN_SCHEME": "crc32"}, "djb2-0")])
+                                        ({"OTA_SERVER_TOKEN_SCHEME": "crc32"}, "djb2-0"),
+                                        ({"OTA_SERVER_CHECKIN_RETENTION_DAYS": "10000000000"},
+                                         "RETENTION_DAYS: expected at most 100000")])
 def test_bad_values(tmp_path, env, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(write(tmp_path, {}), environ=env)

@@ -75,6 +75,9 @@ def test_export_is_one_offline_page_outside_the_site(example, tmp_path):
     inside = example.cli("dashboard", "--out", str(example.site / "dash"))
     assert inside.exit_code != 0 and "inside the public site" in inside.output
     assert not (example.site / "dash").exists()
+    (tmp_path / "taken" / "index.html").mkdir(parents=True)
+    taken = example.cli("dashboard", "--out", str(tmp_path / "taken"))
+    assert taken.exit_code == 1 and "index.html: cannot write the dashboard: Is a directory" in taken.output
 
 
 def test_served_page_needs_the_admin_key(example):
@@ -93,6 +96,23 @@ def test_served_page_needs_the_admin_key(example):
         assert "default-src 'none'" in headers["content-security-policy"] and headers["cache-control"] == "no-store"
         assert b"DE:AD:BE:EF:00:01" in body
         assert served.request("/admin/dashboard", {"X-Admin-API-Key": ADMIN_KEY}, method="POST")[0] == 405
+    finally:
+        served.stop()
+
+
+def test_an_unusable_store_is_a_clean_error_for_the_page_and_the_api(example, tmp_path):
+    with_checkins(example)
+    example.set_config(admin_api_key=ADMIN_KEY)
+    assert example.cli("build").exit_code == 0
+    (example.root / "state/checkins.sqlite").write_bytes(b"not sqlite at all" * 300)
+    out = tmp_path / "artifact"
+    result = example.cli("dashboard", "--out", str(out))
+    assert result.exit_code != 0 and "not a usable check-in store" in result.output and not out.exists()
+    served = Served(example)
+    try:
+        for path in ("/admin/dashboard", "/admin/devices", "/admin/devices/AA:BB:CC:DD:EE:FF"):
+            status, _, body = served.request(path, {"X-Admin-API-Key": ADMIN_KEY})
+            assert status == 503 and b"not a usable check-in store" in body, (path, status, body)
     finally:
         served.stop()
 

@@ -161,7 +161,10 @@ def test_health_cli_exit_codes_and_json(fleet):
     result = fleet.cli("health", "next", "--now", "2026-12-05T00:00:00Z")
     assert result.exit_code == HALT_EXIT and f"{len(cohort)} silent" in result.output and "HALT" in result.output
     missing = fleet.cli("health", "nope")
-    assert missing.exit_code != 0 and "no rollout 'nope'" in missing.output
+    assert missing.exit_code not in (0, HALT_EXIT, ADVANCE_EXIT) and "no rollout 'nope'" in missing.output
+    fleet.write("fleet/broken.yaml", "rollouts: [\n")  # an error is not a decision of a gate
+    broken = fleet.cli("health", "--now", "2026-12-05T00:00:00Z")
+    assert broken.exit_code not in (0, HALT_EXIT, ADVANCE_EXIT) and "broken.yaml" in broken.output
 
 
 @pytest.mark.parametrize("gates, message", [
@@ -170,6 +173,10 @@ def test_health_cli_exit_codes_and_json(fleet):
     ("halt_if: {failed_percent: 5, min_devices: 2.5}", "halt_if.min_devices: expected a whole number >= 1"),
     ("halt_if: {failed_percent: 5, typo: 1}", "unknown key in halt_if"),
     ("advance_after: {updated_percent: yes}", "advance_after.updated_percent: expected a number 0..100"),
+    ("advance_after: {updated_percent: .nan}", "advance_after.updated_percent: expected a number 0..100"),
+    ("halt_if: {failed_percent: .nan}", "halt_if.failed_percent: expected a number 0..100, found nan"),
+    ("halt_if: {failed_percent: 5, grace_hours: .inf}", "halt_if.grace_hours: expected a number 0..878400"),
+    ("halt_if: {failed_percent: 5, silent_hours: 1.0e+12}", "halt_if.silent_hours: expected a number 0..878400"),
     ("halted: 5", "rollouts.next.halted: expected why it was halted"),
 ])
 def test_gate_mistakes_name_file_line_and_field(fleet, gates, message):

@@ -451,3 +451,16 @@ export function siteFirmware(answer) {
   if (match === null || match[2] !== answer.sha256) return null;
   return match[1];
 }
+
+/** The target version a manifest names, for the check-in log (clients.py manifest_target): null without one. */
+export function manifestTarget(client, data) {
+  let doc;
+  try {
+    doc = JSON.parse(new TextDecoder("utf-8", { ignoreBOM: true }).decode(data));
+  } catch {
+    return null;
+  }
+  const isObject = doc !== null && typeof doc === "object" && !Array.isArray(doc);
+  const version = isObject ? doc[client === "esp32fota" ? "firmware_version" : "version"] : null;
+  return typeof version === "string" && version ? version : null;
+}

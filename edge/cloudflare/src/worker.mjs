@@ -12,8 +12,8 @@
 
 import {
   DEFAULT_CLIENTS, basicAuthToken, canonicalToken, compareVersions, httpDate, httpUpdateCheck, httpUpdateDecision,
-  httpUpdateRequest, ifRangeOk, mac12 as toMac12, notModified, parseQs, parseRange, parseVersion, pyJson, pyLen,
-  pySlice, pyStrip, siteFirmware, utcNow, wsgiPath,
+  httpUpdateRequest, ifRangeOk, mac12 as toMac12, manifestTarget, notModified, parseQs, parseRange, parseVersion,
+  pyJson, pyLen, pySlice, pyStrip, siteFirmware, utcNow, wsgiPath,
 } from "./protocol.mjs";
 import { seedFirmware } from "./layout.mjs";
 import { openStore } from "./storage.mjs";
@@ -235,9 +235,8 @@ class Shim {
     // Rendered by the build; a static host serves the same file. Logged here because the shim can.
     const data = await this.store.bytes(`d/${token}/${mac12}/${client}.json`);
     if (data === null) return notFound();
-    const answer = this.parseAnswer(await this.store.bytes(`d/${token}/${mac12}.json`), mac12); // for the log
     logCheckin({ time: utcNow(), ip: request.headers.get("CF-Connecting-IP"), client, mac: mac12.match(/../g).join(":"),
-      target: answer?.firmware_version ?? null, decision: MANIFEST_SERVED, status: 200 });
+      target: manifestTarget(client, data), decision: MANIFEST_SERVED, status: 200 });
     return new Response(data, { status: 200, headers: [["Content-Type", JSON_TYPE],
       ["Content-Length", String(data.byteLength)], ["Cache-Control", "no-store"]] });
   }
