@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -122,7 +123,7 @@ def init_command(directory: Path, requirement: str | None) -> None:
     for name in done.files:
         click.echo(f"  {name}")
     click.echo(f"CI installs {done.requirement} (requirements.txt)\n"
-               f"next: cd {directory} && git init && otapub check; then see README.md")
+               f"next: cd {shlex.quote(str(directory))} && git init && otapub check; then see README.md")
 
 
 @main.command()

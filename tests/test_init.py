@@ -89,6 +89,12 @@ def test_init_refuses_to_overwrite_and_writes_nothing(tmp_path):
     assert again.exit_code == 2 and again.output.count(" exists") == len(EXPECTED) and "Traceback" not in again.output
 
 
+def test_init_next_step_can_be_pasted_into_a_shell(tmp_path):
+    target = tmp_path / "my fleet"
+    result = init(str(target), "--package", PACKAGE)
+    assert result.exit_code == 0 and f"next: cd '{target}' && git init" in result.output, result.output
+
+
 def test_init_where_no_folder_can_be_made_says_so_and_leaves_nothing(tmp_path):
     (tmp_path / "a-file").write_text("x\n")
     result = init(str(tmp_path / "a-file/fleet"), "--package", PACKAGE)
