@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,8 @@ def exclusive_lock(path: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def content_digest(data: bytes) -> str:
+    """The short digest build state keeps of an output's bytes (not a security check: a change detector)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -8,7 +8,6 @@ least one further build; the build record (otapub.record) last.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from typing import Any
 from otapub.config import Config
 from otapub.errors import OtapubError
 from otapub.firmware import digest_file
-from otapub.fsutil import TMP_MARK, atomic_write, is_temp, write_new
+from otapub.fsutil import TMP_MARK, atomic_write, content_digest, is_temp, write_new
 from otapub.record import RECORD, write_record
 from otapub.render import Plan
 
@@ -111,7 +110,7 @@ class BuildState:
         """Is the site as the last build left it? Its record is, and so is d/ when it had answers
         (a wiped d/ is written anew; `build --force` compares every file)."""
         record = site / RECORD
-        return self.record is not None and record.is_file() and _hash(record.read_bytes()) == self.record \
+        return self.record is not None and record.is_file() and content_digest(record.read_bytes()) == self.record \
             and ((site / "d").is_dir() or not self.answers)
 
     def save(self) -> None:
@@ -124,9 +123,6 @@ class BuildState:
                 "valid_from": self.valid_from, "valid_until": self.valid_until}
         atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), mode=0o600)
 
-
-def _hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _scan(site: Path) -> tuple[dict[str, str], list[str]]:
@@ -184,7 +180,7 @@ def publish(config: Config, site: Path, plan: Plan, state: BuildState, trust_sta
             os.mkdir(staging, dir_fd=root_fd)
             previous = {path: digest for path, digest in previous.items() if not path.startswith("d/")}
         for path, data in plan.answers.items():
-            digest = _hash(data)
+            digest = content_digest(data)
             outputs[path] = digest
             old = previous.get(path)
             if old == digest:
@@ -230,7 +226,7 @@ def publish(config: Config, site: Path, plan: Plan, state: BuildState, trust_sta
         data = write_record(site, source_commit(), result.devices, plan.releases, len(plan.firmware),
                             plan.manifest_version)
         result.written.append(RECORD)
-        state.record = _hash(data)
+        state.record = content_digest(data)
     state.outputs = outputs
     state.firmware = known_firmware
     return result

@@ -15,7 +15,6 @@ When that file is lost, all of it is recovered from the published site (answers 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from otapub.config import Config
 from otapub.errors import OtapubError, Problem, ValidationError
 from otapub.fleet import load_fleet
-from otapub.fsutil import atomic_write, is_temp
+from otapub.fsutil import atomic_write, content_digest, is_temp
 from otapub.git import tree_at
 from otapub.inspection import answer_fields
 from otapub.layout import answer_path, is_answer_path
@@ -74,9 +73,6 @@ class _Signed:
     keyid: str
     sig: str
 
-
-def _hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class SecureBuild:
@@ -174,7 +170,7 @@ class SecureBuild:
             self.manifest_version = max(self.manifest_version, verified.manifest_version)
             content = {k: v for k, v in verified.content.items() if k not in SIGNED_FIELDS}
             signature = answer["signature"]
-            self.answers[path] = _Signed(_hash(canonical_json(content)), verified.manifest_version,
+            self.answers[path] = _Signed(content_digest(canonical_json(content)), verified.manifest_version,
                                          format_time(verified.expires), signature["keyid"], signature["sig"])
         return found
 
@@ -338,7 +334,7 @@ class SecureBuild:
         resign_at: datetime | None = None
         for path in paths:
             encoder, device_id, hardware, mac = plan.signable[path]
-            digest = _hash(plan.answers[path])
+            digest = content_digest(plan.answers[path])
             old = self.answers.get(path)
             expires = _time(old.expires) if old is not None else None
             if old is not None and expires is not None and old.content == digest and old.keyid == key.keyid \
