@@ -31,9 +31,11 @@ import json
 import logging
 import os
 import re
+import signal
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -240,6 +242,7 @@ class FoldResult:
     lines: int = 0  # check-ins added
     skipped: int = 0  # lines that were not check-ins, or already folded
     bytes: int = 0
+    seconds: float = 0.0  # set by fold_logs: the whole call, opening the store included
 
 
 @dataclass
@@ -620,13 +623,81 @@ def folded(config: Any, extra_logs: tuple[Path, ...] = ()) -> Store:
     """The configured store, with the shim's log and ``extra_logs`` (exports) folded in."""
     store = open_store(config)
     try:
-        if config.checkin_log:
-            store.fold(config.path("checkin_log"), "checkin_log")
-        for path in extra_logs:
-            if not path.is_file():
-                raise StoreError(f"{path}: no such check-in log")
-            store.fold(path)
+        _fold_configured(store, config, extra_logs)
     except BaseException:
         store.close()
         raise
     return store
+
+
+def _fold_configured(store: Store, config: Any, extra_logs: tuple[Path, ...]) -> FoldResult:
+    """Fold the shim's log, then ``extra_logs``, into ``store``: what they added, together."""
+    for path in extra_logs:
+        if not path.is_file():
+            raise StoreError(f"{path}: no such check-in log")
+    logs = [(config.path("checkin_log"), "checkin_log")] if config.checkin_log else []
+    total = FoldResult()
+    for path, name in logs + [(path, None) for path in extra_logs]:
+        result = store.fold(path, name)
+        total.lines += result.lines
+        total.skipped += result.skipped
+        total.bytes += result.bytes
+    return total
+
+
+def fold_logs(config: Any, extra_logs: tuple[Path, ...] = ()) -> FoldResult:
+    """Fold the shim's log and ``extra_logs`` into the configured store, and close it (`otapub fold`)."""
+    started = time.monotonic()
+    with open_store(config) as store:
+        result = _fold_configured(store, config, extra_logs)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def follow(config: Any, every: float, stop: threading.Event, extra_logs: tuple[Path, ...] = (),
+           report: Callable[[FoldResult], None] | None = None) -> None:
+    """:func:`fold_logs` now and then every ``every`` seconds until ``stop`` is set; ``report`` gets each result.
+
+    A fold that fails (a locked or broken store, a log that cannot be read) is logged as a warning
+    and tried again next time: it must not end the folding beside a running server. The store is
+    opened afresh for each fold, so one moved away to be rebuilt is not written to behind its back.
+    """
+    while not stop.is_set():
+        try:
+            result = fold_logs(config, extra_logs)
+        except StoreError as exc:
+            log.warning("folding the check-in log: %s (trying again in %g s)", exc, every)
+        else:
+            log.debug("folded %d check-ins (%d bytes, %d lines skipped) in %.3f s", result.lines, result.bytes,
+                      result.skipped, result.seconds)
+            if report is not None:
+                report(result)
+        stop.wait(every)
+
+
+class _Stopped(BaseException):  # not an Exception: nothing on the way out mistakes it for a failure
+    pass
+
+
+def follow_until_signalled(config: Any, every: float, extra_logs: tuple[Path, ...] = (),
+                           report: Callable[[FoldResult], None] | None = None) -> None:
+    """:func:`follow` until SIGTERM or SIGINT (call it from the main thread), then return.
+
+    The signal ends a fold in progress at once rather than after it: its transaction is rolled
+    back and its lines wait in the log for the next fold (a first fold of a long log takes minutes).
+    """
+    stop = threading.Event()
+
+    def stopping(_signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            stop.set()  # also stops the loop should the exception be lost (raised as a COMMIT returned)
+            raise _Stopped
+
+    previous = {signum: signal.signal(signum, stopping) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        follow(config, every, stop, extra_logs, report)
+    except _Stopped:
+        pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

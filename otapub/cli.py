@@ -229,6 +229,41 @@ def status(ctx: Context, logs: tuple[Path, ...], as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--log", "logs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Another check-in log to fold too, e.g. the Worker's converted logs (repeatable; the "
+                   "shim's checkin_log is always folded).")
+@click.option("--every", type=click.FloatRange(0.1, 86400), metavar="SECONDS",
+              help="Keep folding, this often, until SIGTERM or SIGINT; a line is printed for the first fold "
+                   "and for each that folded something.")
+@pass_ctx
+@handle_errors
+def fold(ctx: Context, logs: tuple[Path, ...], every: float | None) -> None:
+    """Fold what the check-in logs gained into the check-in store, and say how much.
+
+    For a cron job or systemd timer beside a server whose checkin_fold_seconds is 0, and for the
+    Worker's exports. `otapub status` folds what is left anyway, but has less to do then.
+    """
+    from otapub.checkinstore import FoldResult, fold_logs, follow_until_signalled
+
+    def say(result: FoldResult) -> None:
+        skipped = f", lines skipped: {result.skipped}" if result.skipped else ""
+        click.echo(f"folded check-ins: {result.lines}, bytes: {result.bytes}{skipped}, seconds: {result.seconds:.2f}")
+
+    if every is None:
+        say(fold_logs(ctx.config, logs))
+        return
+    first = True
+
+    def report(result: FoldResult) -> None:
+        nonlocal first
+        if first or result.lines or result.skipped:
+            say(result)
+        first = False
+
+    follow_until_signalled(ctx.config, every, logs, report)
+
+
+@main.command()
 @click.argument("rollout", required=False)
 @click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Another check-in log to fold into the store first (repeatable).")

@@ -38,7 +38,10 @@ class Field:
     secret: bool = False
 
 
-_INT_MAX = {"checkin_retention_days": 100_000}  # days back from today stay a date (0 keeps all anyway)
+_INT_MAX = {
+    "checkin_retention_days": 100_000,  # days back from today stay a date (0 keeps all anyway)
+    "checkin_fold_seconds": 86_400,  # a day: a longer pause is no background folding (0 turns it off)
+}
 
 FIELDS: tuple[Field, ...] = (
     Field("shared_secret_key", "str", None, "fleet secret the device tokens derive from", secret=True),
@@ -61,6 +64,8 @@ FIELDS: tuple[Field, ...] = (
           "check-in of each UTC day"),
     Field("checkin_db", "path", "state/checkins.sqlite", "the check-in store (SQLite) the log is folded into"),
     Field("checkin_retention_days", "int", 400, "check-in history kept in the store (0: forever)"),
+    Field("checkin_fold_seconds", "int", 5, "`otapub serve` folds the check-in log into the store this often "
+          "(0: only readers such as `otapub status` fold)"),
     Field("default_device_file", "path", "fleet/devices.yaml", "where `otapub device add` puts new devices"),
     Field("admin_git_commit", "bool", False, "commit each admin API change to git"),
     Field("firmware_grace_seconds", "int", 3600, "keep unreferenced firmware this long (and one build)"),

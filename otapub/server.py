@@ -12,10 +12,15 @@ on it; the shim is a plain WSGI application either way.
 Stopping: SIGTERM or SIGINT stops the main process and every worker. A worker that does not stop
 within STOP_GRACE_SECONDS is killed, and a worker dies with its main process even when that one
 is killed outright (SIGKILL, OOM), so no worker ever keeps serving, and holding the port, alone.
+
+Folding: beside the workers, one process (named otapub-fold) folds the check-in log into the
+store every ``checkin_fold_seconds``, so that `otapub status` finds few new lines. It ends with
+the server the same ways.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -38,6 +43,8 @@ WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
 STOP_GRACE_SECONDS = 10  # a worker still running this long after SIGTERM is killed
 _MAIN_PID = "OTAPUB_SERVER_PID"  # the server's main process, for workers started from a fresh interpreter
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PR_SET_NAME = 15
+FOLDER_NAME = b"otapub-fold"  # what ps and top show for the folding process
 
 
 def die_with_parent(parent: int) -> None:
@@ -52,6 +59,48 @@ def die_with_parent(parent: int) -> None:
             log.warning("cannot tie worker %d to its main process: %s", os.getpid(), os.strerror(ctypes.get_errno()))
     if os.getppid() != parent:  # the main process died before the prctl above took effect
         os._exit(1)
+
+
+def start_folding(config: Config) -> int | None:
+    """Start the process that folds the check-in log into the store every checkin_fold_seconds
+    while the server runs; its pid (None when there is nothing to fold). Call it before the server
+    starts: a fork, so that it has no thread to lose and no listening socket to inherit.
+
+    A fork rather than a subprocess running `otapub fold --every`: no second interpreter to start,
+    and the child folds with this very Config (environment overrides included) instead of loading
+    it again. It ends on SIGTERM or SIGINT (rolling a fold in progress back), dies with the server's
+    main process however that ends, and stays out of the server's SIGHUP (a reload of the workers).
+    """
+    if not config.checkin_log or not config.checkin_fold_seconds:
+        return None
+    from otapub.checkinstore import follow_until_signalled
+
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        die_with_parent(parent)
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None).prctl(_PR_SET_NAME, FOLDER_NAME, 0, 0, 0)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        follow_until_signalled(config, config.checkin_fold_seconds)
+        code = 0
+    except KeyboardInterrupt:  # SIGINT before follow_until_signalled took it over
+        code = 0
+    except BaseException:  # a bug: said once; the server goes on serving and readers still fold
+        log.exception("the check-in folding process stopped")
+    finally:
+        os._exit(code)  # never the server's own way out (its atexit handlers, its finally blocks)
+
+
+def stop_folding(pid: int) -> None:
+    """End the folding process at once: a fold it was doing is rolled back (its lines stay in the log)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):  # gunicorn's main process reaps every child it has
+        os.waitpid(pid, 0)
 
 
 def make_app(config: Config) -> WSGIApp:
@@ -143,6 +192,15 @@ def serve(config: Config, host: str | None = None, port: int | None = None, work
     site = config.path("site_dir")
     if not (site / RECORD).is_file():
         log.warning("%s holds no built site yet: run `otapub build`; serving 401/404 until then", site)
+    folding = start_folding(config)
+    try:
+        _run(config, host, port, workers, server)
+    finally:
+        if folding is not None:
+            stop_folding(folding)
+
+
+def _run(config: Config, host: str, port: int, workers: int | None, server: str) -> None:
     cores = os.cpu_count() or 1
     if server == "gunicorn":
         options = gunicorn_options(config, host, port, workers or min(2 * cores, 8), threads=4)

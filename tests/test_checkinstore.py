@@ -261,3 +261,83 @@ def test_one_fold_merges_many_lines_of_a_mac_in_log_order(tmp_path, store):
     assert [(o.mac, o.from_version) for o in store.offers("1.3.0")] == [(MAC, "1.2.0")]
     assert store.version_days() == [("2026-11-01", "1.0.0", 1), ("2026-11-02", "1.3.0", 1)]
     assert store.devices()[OTHER].last_version is None  # not a version string
+
+
+# -- folding outside the readers: `otapub fold`, and serve's folding process (tests/test_server.py) ----
+
+
+def test_fold_command_says_what_it_folded_and_a_second_run_folds_nothing(repo):
+    log = repo.root / "state" / "checkins.jsonl"
+    log.parent.mkdir(parents=True)
+    write(log, entry("2026-11-01T08:00:00Z"), entry("2026-11-01T09:00:00Z", mac=OTHER), partial=b"not json\n")
+    export = repo.root / "worker.jsonl"
+    write(export, entry("2026-11-01T10:00:00Z", mac=OTHER))
+    first = repo.cli("fold", "--log", str(export))
+    assert first.exit_code == 0
+    assert first.output.startswith(f"folded check-ins: 3, bytes: {log.stat().st_size + export.stat().st_size}, "
+                                   "lines skipped: 1, seconds: ")
+    again = repo.cli("fold", "--log", str(export))
+    assert again.exit_code == 0 and again.output.startswith("folded check-ins: 0, bytes: 0, seconds: ")
+    with sqlite3.connect(f"file:{repo.root / 'state' / 'checkins.sqlite'}?mode=ro", uri=True) as db:
+        assert dict(db.execute("SELECT mac, checks FROM devices")) == {MAC: 1, OTHER: 2}
+    missing = repo.cli("fold", "--log", str(repo.root / "nope.jsonl"))
+    assert missing.exit_code == 2 and "nope.jsonl' does not exist" in missing.output
+
+
+def test_fold_every_keeps_folding_until_sigterm_and_exits_0(repo):
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    log = repo.root / "state" / "checkins.jsonl"
+    log.parent.mkdir(parents=True)
+    write(log, entry("2026-11-01T08:00:00Z"))
+    proc = subprocess.Popen([sys.executable, "-m", "otapub", "--config", str(repo.config_file), "fold",
+                             "--every", "0.1"], env={**os.environ, **repo.env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    hang = threading.Timer(30, proc.kill)  # a bound on a hang (readline has no timeout), not a measurement
+    hang.start()
+    try:
+        assert proc.stdout.readline().startswith("folded check-ins: 1, ")  # at once, then each fold with news
+        write(log, entry("2026-11-01T09:00:00Z"), entry("2026-11-01T10:00:00Z"))
+        assert proc.stdout.readline().startswith("folded check-ins: 2, ")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        hang.cancel()
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 and out == "" and err == ""
+    with Store(repo.root / "state" / "checkins.sqlite") as store:
+        assert store.devices()[MAC].checks == 3
+
+
+def test_follow_warns_about_an_unusable_store_and_keeps_going(repo, caplog):
+    import threading
+    import time
+
+    from otapub.checkinstore import follow
+
+    db = repo.root / "state" / "checkins.sqlite"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a database, yet" * 100)
+    write(repo.root / "state" / "checkins.jsonl", entry("2026-11-01T08:00:00Z"))
+    stop = threading.Event()
+    folds = []
+    thread = threading.Thread(target=follow, args=(repo.config(), 0.02, stop), kwargs={"report": folds.append})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20  # a bound on a hang, not a measurement
+        while "not a usable check-in store" not in caplog.text:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.01)
+        assert folds == [] and caplog.records[-1].levelname == "WARNING"
+        db.unlink()  # the operator moves it away: the next fold builds the store again
+        while not folds:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join()
+    assert folds[0].lines == 1 and all(f.lines == 0 for f in folds[1:])

@@ -59,10 +59,27 @@ def test_all_problems_are_reported_together(tmp_path):
                                         ({"OTA_SERVER_BASE_URL": "ftp://x"}, r"http\(s\)"),
                                         ({"OTA_SERVER_TOKEN_SCHEME": "crc32"}, "djb2-0"),
                                         ({"OTA_SERVER_CHECKIN_RETENTION_DAYS": "10000000000"},
-                                         "RETENTION_DAYS: expected at most 100000")])
+                                         "RETENTION_DAYS: expected at most 100000"),
+                                        ({"OTA_SERVER_CHECKIN_FOLD_SECONDS": "86401"},
+                                         "FOLD_SECONDS: expected at most 86400, found 86401"),
+                                        ({"OTA_SERVER_CHECKIN_FOLD_SECONDS": "-5"},
+                                         "FOLD_SECONDS: expected a non-negative integer, found -5"),
+                                        ({"OTA_SERVER_CHECKIN_FOLD_SECONDS": "1.5"},
+                                         "FOLD_SECONDS: expected an integer, found '1.5'")])
 def test_bad_values(tmp_path, env, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(write(tmp_path, {}), environ=env)
+
+
+def test_checkin_fold_seconds_defaults_to_5_and_is_checked_in_the_file_too(tmp_path):
+    assert load_config(write(tmp_path, {}), environ={}).checkin_fold_seconds == 5
+    path = write(tmp_path, {"log_level": "INFO", "checkin_fold_seconds": 30})
+    assert load_config(path, environ={"OTA_SERVER_CHECKIN_FOLD_SECONDS": "0"}).checkin_fold_seconds == 0
+    assert load_config(path, environ={}).checkin_fold_seconds == 30
+    path = write(tmp_path, {"log_level": "INFO", "checkin_fold_seconds": 90000})
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value) == f"{path}:3: checkin_fold_seconds: expected at most 86400, found 90000"
 
 
 def test_invalid_json_names_line(tmp_path):

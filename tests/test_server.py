@@ -1,19 +1,22 @@
 """`otapub serve` under both production servers; the shim's query parsing matches parse_qs."""
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otapub.build import build_site
-from otapub.server import check_listen
+from otapub.server import FOLDER_NAME, check_listen
 from otapub.shim import _REQUIRED, _fields
 from otapub.tokens import djb2_5381
 from tests.conftest import SECRET, Served, process_group, run_threads
@@ -21,10 +24,11 @@ from tests.conftest import SECRET, Served, process_group, run_threads
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_both_servers_answer_the_protocol_and_log_every_check(example, server):
-    example.set_config(checkin_log="state/checkins.jsonl")
+    example.set_config(checkin_log="state/checkins.jsonl", checkin_fold_seconds=0)  # 0: the log only
     build_site(example.config())
     served = Served(example, workers=2, server=server)
     try:
+        assert _folders(served) == []
         query = ("/api/firmware?device_id=PanicAlarm_EEFF&hardware=FireBeetle+2+ESP32-C6&version=1.3.7"
                  "&mac=AA:BB:CC:DD:EE:FF")
         headers = {"X-Device-Auth": djb2_5381("AABBCCDDEEFF", SECRET)}
@@ -42,8 +46,52 @@ def test_both_servers_answer_the_protocol_and_log_every_check(example, server):
         run_threads(burst, 4)
         lines = (example.root / "state/checkins.jsonl").read_text().splitlines()
         assert len(lines) == 101 and all(json.loads(line)["status"] == 200 for line in lines)
+        assert not (example.root / "state/checkins.sqlite").exists()
     finally:
         served.stop()
+
+
+_QUERY = "/api/firmware?device_id=PanicAlarm_EEFF&hardware=FireBeetle+2+ESP32-C6&version={}&mac={}"
+
+
+def _folders(served: Served) -> list[str]:
+    """The server's folding processes (otapub.server names them), as process_group lists them."""
+    found = []
+    for member in process_group(served.proc.pid):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            if Path(f"/proc/{member.split()[0]}/comm").read_bytes().strip() == FOLDER_NAME:
+                found.append(member)
+    return found
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_serve_folds_the_checkin_log_into_the_store_as_it_serves(example, server):
+    """Check-ins reach the store while the server runs, with no reader (`status`...) folding them: one
+    folding process does, and it ends with the server."""
+    example.set_config(checkin_fold_seconds=1)
+    build_site(example.config())
+    served = Served(example, workers=1, server=server)
+    store = example.root / "state/checkins.sqlite"
+
+    def devices() -> dict:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+                return {row[0]: row[1:] for row in db.execute("SELECT mac, checks, auth_failures, last_version "
+                                                              "FROM devices")}
+        except sqlite3.OperationalError:  # not made yet
+            return {}
+
+    try:
+        assert len(_folders(served)) == 1
+        token = {"X-Device-Auth": djb2_5381("AABBCCDDEEFF", SECRET)}
+        for version in ("1.3.6", "1.3.7"):
+            assert served.request(_QUERY.format(version, "AA:BB:CC:DD:EE:FF"), token)[0] == 200
+        assert served.request(_QUERY.format("1.0.0", "11:22:33:44:55:66"), token)[0] == 401  # another's token
+        _until(lambda: devices() == {"AA:BB:CC:DD:EE:FF": (2, 0, "1.3.7"), "11:22:33:44:55:66": (1, 1, None)},
+               f"the check-ins were not folded: {devices()}", served)
+    finally:
+        served.stop()
+    assert process_group(served.proc.pid) == [], served.log.read_text()
 
 
 def _admin_served(example, server: str, wait: bool) -> Served:
@@ -67,7 +115,7 @@ def test_a_signal_stops_the_server_and_every_worker(example, server, signum, mom
     served = _admin_served(example, server, wait=moment == "serving")
     try:
         if moment == "starting":  # both workers forked, loading the app (granian used to lose the signal)
-            _until(lambda: len(process_group(served.proc.pid)) >= 3, "the workers were not started", served)
+            _until(lambda: len(process_group(served.proc.pid)) >= 4, "the workers were not started", served)  # + folder
         else:
             assert served.request("/admin/devices")[0] == 401  # the admin API is up in a worker
         os.kill(served.proc.pid, signum)
@@ -80,10 +128,12 @@ def test_a_signal_stops_the_server_and_every_worker(example, server, signum, mom
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_workers_die_with_their_main_process(example, server):
-    """A server whose main process is killed outright leaves no worker serving and holding the port."""
+    """A server whose main process is killed outright leaves no worker serving and holding the port, and
+    no folding process."""
     served = _admin_served(example, server, wait=True)
     try:
-        _until(lambda: len(process_group(served.proc.pid)) >= 3, "the workers were not started", served)
+        _until(lambda: len(process_group(served.proc.pid)) >= 4, "the workers were not started", served)
+        assert len(_folders(served)) == 1  # the check-in folding process dies with it too
         served.proc.kill()
         served.proc.wait()
         _until(lambda: process_group(served.proc.pid) == [], "workers outlived their main process", served)
