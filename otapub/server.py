@@ -192,11 +192,13 @@ def serve(config: Config, host: str | None = None, port: int | None = None, work
     site = config.path("site_dir")
     if not (site / RECORD).is_file():
         log.warning("%s holds no built site yet: run `otapub build`; serving 401/404 until then", site)
+    main = os.getpid()
     folding = start_folding(config)
     try:
         _run(config, host, port, workers, server)
     finally:
-        if folding is not None:
+        # gunicorn forks its workers inside _run: one that ends (a graceful restart) unwinds through here too
+        if folding is not None and os.getpid() == main:
             stop_folding(folding)
 
 

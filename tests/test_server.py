@@ -107,6 +107,24 @@ def _until(done, what: str, served: Served) -> None:
         time.sleep(0.02)
 
 
+def test_a_gunicorn_worker_ending_leaves_the_folding_process_alone(example):
+    """gunicorn forks its workers deep inside `otapub serve`, so a worker that ends unwinds through serve's
+    own way out: only the server's main process may stop the folding process there."""
+    served = Served(example, workers=1, server="gunicorn")
+    try:
+        [folder] = _folders(served)
+
+        def others() -> list[str]:  # the workers
+            return [m for m in process_group(served.proc.pid) if m != folder and m.split()[0] != str(served.proc.pid)]
+
+        [worker] = others()
+        os.kill(int(worker.split()[0]), signal.SIGTERM)  # ends it gracefully; gunicorn starts another
+        _until(lambda: others() not in ([], [worker]), "no new worker was started", served)
+        assert _folders(served) == [folder]
+    finally:
+        served.stop()
+
+
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("moment", ["starting", "serving"])
