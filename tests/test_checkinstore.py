@@ -282,6 +282,10 @@ def test_fold_command_says_what_it_folded_and_a_second_run_folds_nothing(repo):
         assert dict(db.execute("SELECT mac, checks FROM devices")) == {MAC: 1, OTHER: 2}
     missing = repo.cli("fold", "--log", str(repo.root / "nope.jsonl"))
     assert missing.exit_code == 2 and "nope.jsonl' does not exist" in missing.output
+    (repo.root / "notes.txt").write_text("not a database" * 100)
+    broken = repo.cli("fold", env={"OTA_SERVER_CHECKIN_DB": "notes.txt"})
+    assert broken.exit_code == 1
+    assert broken.output == f"error: {repo.root / 'notes.txt'}: not a usable check-in store (file is not a database)\n"
 
 
 def test_fold_every_keeps_folding_until_sigterm_and_exits_0(repo):
