@@ -633,9 +633,10 @@ class Store:
             expression for name, expression in columns.items() if name != "in_fleet"))
         return self.db.execute(*members).fetchall(), self.db.execute(*strangers).fetchall()
 
-    def status_json(self, states: dict[str, str]) -> list[str]:
-        """``status`` as JSON objects (otapub.fleetstatus.DeviceStatus's fields), encoded by SQLite."""
-        queries = self._status_queries(states, lambda columns: "json_object({})".format(", ".join(
+    def status_json(self, states: dict[str, str]) -> list[bytes]:
+        """``status`` as JSON objects (otapub.fleetstatus.DeviceStatus's fields), encoded by SQLite (UTF-8
+        bytes: not decoded into Python strings only to be encoded again for output)."""
+        queries = self._status_queries(states, lambda columns: "CAST(json_object({}) AS BLOB)".format(", ".join(
             f"'{name}', {expression}" for name, expression in columns.items())))
         return [text for query in queries for (text,) in self.db.execute(*query)]
 

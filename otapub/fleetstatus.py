@@ -21,8 +21,7 @@ from otapub import checkins as checkin_log
 from otapub.checkins import Seen
 from otapub.checkinstore import Store, folded
 from otapub.config import Config
-from otapub.parsecache import RACY_NS
-from otapub.yamlsource import fleet_files, stat_fingerprint
+from otapub.fsutil import RACY_NS, fleet_files, stat_fingerprint
 
 STATES = {
     checkin_log.UP_TO_DATE: "up to date",
@@ -84,12 +83,12 @@ def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetim
     return rows
 
 
-def fleet_status_json(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None) -> str:
-    """``fleet_status`` as a JSON array of DeviceStatus objects, one per line, encoded by SQLite."""
+def fleet_status_json(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None) -> bytes:
+    """``fleet_status`` as a JSON array of DeviceStatus objects, one per line, encoded by SQLite (UTF-8)."""
     with folded(config, extra_logs) as store:
         _cache_targets(config, store, now or datetime.now(timezone.utc))
         objects = store.status_json(STATES)
-    return "[\n" + ",\n".join(objects) + "\n]" if objects else "[]"
+    return b"[\n" + b",\n".join(objects) + b"\n]" if objects else b"[]"
 
 
 def _cache_targets(config: Config, store: Store, now: datetime) -> None:
