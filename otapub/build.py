@@ -23,7 +23,7 @@ from otapub.check import check_fleet, check_folders
 from otapub.config import Config
 from otapub.firmware import DigestCache
 from otapub.fleet import load_fleet
-from otapub.fsutil import exclusive_lock
+from otapub.fsutil import exclusive_lock, fleet_files, stat_fingerprint
 from otapub.git import head_commit
 from otapub.inspection import ImageCache
 from otapub.parsecache import ParseCache
@@ -31,7 +31,6 @@ from otapub.publish import BuildResult, BuildState, publish
 from otapub.record import read_record
 from otapub.render import answer_secret, render
 from otapub.secure_build import SecureBuild
-from otapub.yamlsource import fleet_files, stat_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `devices` keyed by MAC alone (WITHOUT ROWID): one seek per MAC in a join, not two
 HEAD_BYTES = 512  # hashed to recognise a file that was truncated or replaced
 CHUNK = 32 << 20  # bytes read per step of a fold (a first fold of a large log stays bounded in memory)
 UNAUTHENTICATED = frozenset({checkins.AUTH_FAILED, checkins.BAD_REQUEST})
@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS devices (
     mac TEXT PRIMARY KEY, first_seen TEXT, last_check TEXT, last_version TEXT, last_target TEXT,
     last_decision TEXT, last_update TEXT, device_id TEXT, hardware TEXT, last_ip TEXT,
     last_client TEXT, checks INTEGER NOT NULL, auth_failures INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS versions (
     mac TEXT, version TEXT, first_seen TEXT, PRIMARY KEY (mac, version)
 ) WITHOUT ROWID;
@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 # index instead of on a random page each (100,000 random pages rewritten per fold, at 10 M rows).
 # A MAC's history is read with one index seek per day there is history of.
 _DAYS = "SELECT day FROM days"
+_DEVICES_TABLE = re.search(r"CREATE TABLE IF NOT EXISTS devices \(.*?\) WITHOUT ROWID", _SCHEMA, re.S)[0]
 _TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
 
@@ -112,18 +113,27 @@ _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in
 # is then one join, without loading the fleet YAML. Valid for the fleet files' fingerprint and, as
 # rollout stages open at set times, for a span of time (both in `meta`, key 'targets').
 _TARGETS_SCHEMA = "CREATE TABLE IF NOT EXISTS targets (mac TEXT PRIMARY KEY, device_id TEXT, target TEXT) WITHOUT ROWID"
-# {state}: the state's SQL (`otapub.devices` names them), of `d`, the MAC's row in `devices`.
-_STATUS = """
-SELECT t.mac, CASE WHEN d.mac IS NULL THEN t.device_id ELSE coalesce(nullif(t.device_id, ''), d.device_id) END,
-       t.target, CASE WHEN d.mac IS NULL THEN 'never seen' ELSE {state} END, d.last_check, d.last_version,
-       d.last_update, coalesce(d.checks, 0)
-FROM targets AS t LEFT JOIN devices AS d ON d.mac = t.mac ORDER BY t.mac
-"""
+# The status of the cached fleet's devices, then of the other MACs that checked in (`otapub.fleetstatus`):
+# {columns} of `t` (the device's row in `targets`; none for a stranger) and `d` (its row in `devices`),
+# where {state} is the state's SQL (the caller names them).
+_STATUS = "SELECT {columns} FROM targets AS t LEFT JOIN devices AS d ON d.mac = t.mac ORDER BY t.mac"
+# (A stranger's `t` is a row of NULLs: the same columns serve both.)
 _STRANGERS = """
-SELECT d.mac, d.device_id, NULL, 'not in fleet (' || {state} || ')', d.last_check, d.last_version, d.last_update,
-       d.checks
-FROM devices AS d WHERE d.mac NOT IN (SELECT mac FROM targets) ORDER BY d.mac
+SELECT {columns} FROM devices AS d LEFT JOIN (SELECT NULL AS device_id, NULL AS target) AS t
+WHERE d.mac NOT IN (SELECT mac FROM targets) ORDER BY d.mac
 """
+# DeviceStatus's fields, in its order.
+_STATUS_COLUMNS = {
+    "mac": "d.mac",
+    "device_id": "CASE WHEN d.mac IS NULL THEN t.device_id ELSE coalesce(nullif(t.device_id, ''), d.device_id) END",
+    "in_fleet": None,  # per query
+    "target": "t.target",
+    "state": "CASE WHEN d.mac IS NULL THEN 'never seen' ELSE {state} END",
+    "last_check": "d.last_check",
+    "last_version": "d.last_version",
+    "last_update": "d.last_update",
+    "checks": "coalesce(d.checks, 0)",
+}
 
 # A fold's batch (a chunk of the log) in SQL: `seq` keeps the log's order; `auth` is whether the
 # check-in was authenticated (what an unauthenticated request claims is not news); `device_id`,
@@ -139,6 +149,8 @@ CREATE TEMP TABLE IF NOT EXISTS per_mac (
 );
 CREATE TEMP TABLE IF NOT EXISTS per_day (day, mac, checks, version, PRIMARY KEY (day, mac)) WITHOUT ROWID;
 """
+
+
 def _merged(old: str, new: str) -> str:
     """SET clauses merging ``new`` (a MAC's later check-ins) into ``old`` (what was known of it)."""
     return f"""last_check = {new}.last_check,
@@ -154,6 +166,21 @@ def _merged(old: str, new: str) -> str:
 
 
 _TEXT_VERSION = "auth AND typeof(version) = 'text'"
+# Merged into the MACs' rows; on the right of SET, `devices.` is the row before the update.
+# {few}: for a batch of few MACs, look their rows up instead of scanning `devices`.
+_UPDATE_DEVICES = f"""
+    UPDATE devices SET
+        first_seen = coalesce(devices.first_seen, b.first_seen),
+        last_update = coalesce(b.last_update,
+                               CASE WHEN b.first_version IS NOT NULL AND devices.last_version IS NOT NULL
+                                         AND devices.last_version != b.first_version
+                                         AND otapub_newer(b.first_version, devices.last_version)
+                                    THEN b.first_version_time ELSE devices.last_update END),
+        {_merged("devices", "b")}
+    FROM temp.per_mac AS b WHERE devices.mac = b.mac {{few}}
+"""
+# The MACs the update did not find (skipped when it found them all).
+_NEW_DEVICES = f"INSERT OR IGNORE INTO devices SELECT {', '.join(_DEVICE_COLUMNS)} FROM temp.per_mac"
 _FOLD = (
     # The batch per MAC (the columns of `devices`, then: the first authenticated version and its
     # time, whether any check-in was authenticated): each check-in, in log order, merged into its
@@ -176,20 +203,8 @@ _FOLD = (
         first_version = coalesce(per_mac.first_version, excluded.first_version),
         authenticated = max(per_mac.authenticated, excluded.authenticated)
     """,
-    # Merged into the MACs' rows; on the right of SET, `devices.` is the row before the update.
-    # {few}: for a batch of few MACs, look their rows up instead of scanning `devices`.
-    f"""
-    UPDATE devices SET
-        first_seen = coalesce(devices.first_seen, b.first_seen),
-        last_update = coalesce(b.last_update,
-                               CASE WHEN b.first_version IS NOT NULL AND devices.last_version IS NOT NULL
-                                         AND devices.last_version != b.first_version
-                                         AND otapub_newer(b.first_version, devices.last_version)
-                                    THEN b.first_version_time ELSE devices.last_update END),
-        {_merged("devices", "b")}
-    FROM temp.per_mac AS b WHERE devices.mac = b.mac {{few}}
-    """,
-    f"INSERT OR IGNORE INTO devices SELECT {', '.join(_DEVICE_COLUMNS)} FROM temp.per_mac",
+    _UPDATE_DEVICES,
+    _NEW_DEVICES,
     "INSERT INTO checkins SELECT coalesce(day, ''), time, mac, version, target, decision, status, ip, client "
     "FROM temp.batch ORDER BY seq",
     "INSERT OR IGNORE INTO days SELECT DISTINCT coalesce(day, '') FROM temp.batch",
@@ -295,8 +310,8 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise StoreError(f"{path}: check-in store of schema {version}, this otapub reads "
+            if not 0 <= version <= SCHEMA_VERSION:
+                raise StoreError(f"{path}: check-in store of schema {version}, this otapub reads up to "
                                  f"{SCHEMA_VERSION}; move it away and fold the logs again")
             self._refuse_foreign(version)  # before anything is written to it
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -306,6 +321,8 @@ class Store:
             self.db.create_function("otapub_newer", 2, _newer, deterministic=True)
             if version == 0:
                 self.db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")  # all or none
+            elif version < SCHEMA_VERSION:
+                self._migrate()
             self.db.execute(_TARGETS_SCHEMA)  # not in _SCHEMA: stores of schema 1 get it too
             self.db.execute("PRAGMA temp_store=MEMORY")
             self.db.executescript(_TEMP_SCHEMA)
@@ -313,6 +330,19 @@ class Store:
             raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
         except OSError as exc:
             raise StoreError(f"{path}: {exc.strerror}") from None
+
+    def _migrate(self) -> None:
+        """Bring a store of an older schema to this one, in one transaction (another process may be
+        doing the same: the second finds it done)."""
+        with self._transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version < 2:
+                log.info("%s: check-in store schema %d -> 2 (devices keyed by MAC alone)", self.path, version)
+                self.db.execute(_DEVICES_TABLE.replace("devices", "devices_v2", 1))
+                self.db.execute("INSERT INTO devices_v2 SELECT * FROM devices")
+                self.db.execute("DROP TABLE devices")
+                self.db.execute("ALTER TABLE devices_v2 RENAME TO devices")
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _refuse_foreign(self, version: int) -> None:
         """Refuse an SQLite database of something else (a mistyped ``checkin_db``): not a store of ours
@@ -513,9 +543,16 @@ class Store:
         db.execute("DELETE FROM temp.per_day")
         db.executemany("INSERT INTO temp.batch VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         # Looking a MAC's row up costs about as much as scanning 25 rows of `devices`.
-        few = len(rows) * 25 < (db.execute("SELECT max(rowid) FROM devices").fetchone()[0] or 0)
+        few = len(rows) * 25 < db.execute("SELECT count(*) FROM devices").fetchone()[0]
+        updated = -1
         for statement in _FOLD:
-            db.execute(statement.replace("{few}", "AND devices.mac IN (SELECT mac FROM temp.per_mac)" if few else ""))
+            if statement is _NEW_DEVICES and updated == db.execute("SELECT count(*) FROM temp.per_mac").fetchone()[0]:
+                continue  # the update found every MAC: none is new (saves a lookup per MAC)
+            cursor = db.execute(statement.replace("{few}", "AND devices.mac IN (SELECT mac FROM temp.per_mac)"
+                                                  if few else ""))
+            if statement is _UPDATE_DEVICES:
+                updated = cursor.rowcount
+
     def _apply_retention(self) -> None:
         if not self.retention_days:
             return
@@ -595,12 +632,32 @@ class Store:
         """The devices of the cached fleet (MAC order), and the other MACs that checked in: MAC,
         device ID, target, state, last check, last version, last update, checks. The state: the
         last decision named by ``states`` (else as it is, else 'unknown'), or 'never seen'."""
+        members, strangers = self._status_queries(states, lambda columns: ", ".join(
+            expression for name, expression in columns.items() if name != "in_fleet"))
+        return self.db.execute(*members).fetchall(), self.db.execute(*strangers).fetchall()
+
+    def status_json(self, states: dict[str, str]) -> list[bytes]:
+        """``status`` as JSON objects (otapub.fleetstatus.DeviceStatus's fields), encoded by SQLite (UTF-8
+        bytes: not decoded into Python strings only to be encoded again for output)."""
+        queries = self._status_queries(states, lambda columns: "CAST(json_object({}) AS BLOB)".format(", ".join(
+            f"'{name}', {expression}" for name, expression in columns.items())))
+        return [text for query in queries for (text,) in self.db.execute(*query)]
+
+    def _status_queries(self, states: dict[str, str],
+                        select: Callable[[dict[str, str]], str]) -> list[tuple[str, list[str]]]:
+        """The members' and the strangers' query, ``select`` making their select list of the columns."""
         names = " ".join("WHEN ? THEN ?" for _ in states)
-        state = f"coalesce(CASE d.last_decision {names} END, nullif(d.last_decision, ''), 'unknown')" if states else \
-            "coalesce(nullif(d.last_decision, ''), 'unknown')"
+        state = f"coalesce(CASE d.last_decision {names} END, nullif(d.last_decision, ''), 'unknown')" if states \
+            else "coalesce(nullif(d.last_decision, ''), 'unknown')"
         params = [value for pair in states.items() for value in pair]
-        return (self.db.execute(_STATUS.format(state=state), params).fetchall(),
-                self.db.execute(_STRANGERS.format(state=state), params).fetchall())
+        queries = []
+        stranger = f"'not in fleet (' || {state} || ')'"
+        for sql, in_fleet, mac, shown in ((_STATUS, "json('true')", "t.mac", state),
+                                          (_STRANGERS, "json('false')", "d.mac", stranger)):
+            columns = {**_STATUS_COLUMNS, "mac": mac, "in_fleet": in_fleet,
+                       "state": _STATUS_COLUMNS["state"].format(state=shown)}
+            queries.append((sql.format(columns=select(columns)), params))
+        return queries
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM checkins").fetchone()[0]

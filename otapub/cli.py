@@ -72,11 +72,11 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 def echo_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """Print rows as aligned columns; None shows as '-'."""
-    table = [header] + [tuple("-" if cell is None else str(cell) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    """Print rows as aligned columns; None shows as '-'. One write: a fleet's status is 100,000 rows."""
+    table = [header, *(tuple("-" if cell is None else str(cell) for cell in row) for row in rows)]
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
+    line = "  ".join(f"{{:<{width}}}" for width in widths).format
+    click.echo("\n".join(line(*row).rstrip() for row in table))
 
 
 def parse_now(value: str | None) -> datetime | None:
@@ -216,14 +216,12 @@ def status(ctx: Context, logs: tuple[Path, ...], as_json: bool) -> None:
     Answers from the check-in store (checkin_db), after folding in what the logs gained since
     the last call.
     """
-    from otapub.devices import fleet_status
+    from otapub import fleetstatus
 
-    rows = fleet_status(ctx.config, logs)
     if as_json:
-        import orjson  # json.dumps with indent runs in pure Python: seconds for 100,000 rows
-
-        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())  # dataclasses as their dicts
+        click.echo(fleetstatus.fleet_status_json(ctx.config, logs))
         return
+    rows = fleetstatus.fleet_status(ctx.config, logs)
     echo_table(("MAC", "DEVICE ID", "TARGET", "REPORTED", "STATE", "LAST CHECK", "LAST UPDATE"),
                [(r.mac, r.device_id, r.target, r.last_version, r.state, r.last_check, r.last_update) for r in rows])
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from otapub.checkinstore import folded
 from otapub.config import Config
-from otapub.devices import fleet_status
 from otapub.errors import OtapubError
 from otapub.fleet import load_fleet
+from otapub.fleetstatus import fleet_status
 from otapub.fsutil import atomic_write
 from otapub.health import fleet_health
 from otapub.versions import parse_version

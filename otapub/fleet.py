@@ -15,13 +15,14 @@ from typing import Any
 from otapub.chips import KNOWN_CHIPS, known_chip
 from otapub.clients import CLIENTS, ESP32FOTA
 from otapub.errors import Problem, ValidationError
+from otapub.fsutil import fleet_files
 from otapub.located import Map, Pos, Seq
 from otapub.mac import mac12 as to_mac12
 from otapub.model import DEFAULT_CHANNEL, AdvanceGate, Channel, Device, Fleet, Group, HaltGate, Release, Rollout, Stage
 from otapub.rollout import SELECTOR_FIELDS, audience, group_members, rank
 from otapub.tokens import SCHEMES
 from otapub.versions import parse_version
-from otapub.yamlsource import YAMLProblem, fleet_files, load_yaml, read_yaml
+from otapub.yamlsource import YAMLProblem, load_yaml, read_yaml
 
 TOP_LEVEL = ("releases", "devices", "groups", "channels", "rollouts")
 RESERVED: tuple[str, ...] = ()

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 TMP_MARK = ".otapub-tmp-"
 
@@ -69,3 +71,34 @@ def exclusive_lock(path: Path) -> Iterator[None]:
 def content_digest(data: bytes) -> str:
     """The short digest build state keeps of an output's bytes (not a security check: a change detector)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+RACY_NS = 2_000_000_000  # mtimes this close to now may not yet tell two edits apart
+
+
+def fleet_files(fleet_dir: Path) -> list[Path]:
+    """All *.yaml / *.yml files below fleet_dir, any depth, in a stable order.
+
+    A symlink of that name counts even when it leads nowhere: reading it then reports the
+    problem, instead of the devices in it silently going missing.
+    """
+    files = [p for p in fleet_dir.rglob("*") if p.suffix in (".yaml", ".yml") and (p.is_file() or p.is_symlink())]
+    return sorted(files)
+
+
+def stat_fingerprint(parts: list[Any], paths: Iterable[Path]) -> tuple[str, int]:
+    """A hash of ``parts`` and each path's size and mtime, and the newest mtime (ns; 0 for none).
+
+    What says, without reading them, that files may have changed since the hash was taken
+    (the build's no-op path, the check-in store's cached targets).
+    """
+    parts = list(parts)
+    newest = 0
+    for path in paths:
+        try:
+            stat = path.stat()
+            parts.append([str(path), stat.st_size, stat.st_mtime_ns])
+            newest = max(newest, stat.st_mtime_ns)
+        except OSError:
+            parts.append([str(path), None])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest(), newest

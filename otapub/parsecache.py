@@ -26,11 +26,10 @@ from typing import Any
 
 from otapub import __version__
 from otapub.fastyaml import fast_load
-from otapub.fsutil import atomic_write
+from otapub.fsutil import RACY_NS, atomic_write
 from otapub.yamlsource import libyaml_load, read_source, read_yaml
 
 SUFFIX = ".pickle"
-RACY_NS = 2_000_000_000  # mtimes this close to now may not yet tell two edits apart
 
 
 class ParseCache:

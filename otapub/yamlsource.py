@@ -7,10 +7,7 @@ are an error instead of a silent overwrite.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -202,31 +199,3 @@ class YAMLProblem(Exception):
     def __init__(self, problem: Problem):
         super().__init__(str(problem))
         self.problem = problem
-
-
-def fleet_files(fleet_dir: Path) -> list[Path]:
-    """All *.yaml / *.yml files below fleet_dir, any depth, in a stable order.
-
-    A symlink of that name counts even when it leads nowhere: reading it then reports the
-    problem, instead of the devices in it silently going missing.
-    """
-    files = [p for p in fleet_dir.rglob("*") if p.suffix in (".yaml", ".yml") and (p.is_file() or p.is_symlink())]
-    return sorted(files)
-
-
-def stat_fingerprint(parts: list[Any], paths: Iterable[Path]) -> tuple[str, int]:
-    """A hash of ``parts`` and each path's size and mtime, and the newest mtime (ns; 0 for none).
-
-    What says, without reading them, that files may have changed since the hash was taken
-    (the build's no-op path, the check-in store's cached targets).
-    """
-    parts = list(parts)
-    newest = 0
-    for path in paths:
-        try:
-            stat = path.stat()
-            parts.append([str(path), stat.st_size, stat.st_mtime_ns])
-            newest = max(newest, stat.st_mtime_ns)
-        except OSError:
-            parts.append([str(path), None])
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest(), newest

@@ -263,6 +263,53 @@ def test_one_fold_merges_many_lines_of_a_mac_in_log_order(tmp_path, store):
     assert store.devices()[OTHER].last_version is None  # not a version string
 
 
+def test_a_store_of_schema_1_is_migrated_in_place(tmp_path):
+    """Schema 1 kept `devices` as a rowid table: opening migrates it, keeping every row, and folds go on."""
+    path, log = tmp_path / "checkins.sqlite", tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z", version="1.0.0"), entry("2026-11-01T09:00:00Z", mac=OTHER))
+    with Store(path) as store:
+        store.fold(log)
+        before = store.devices()
+    db = sqlite3.connect(path, isolation_level=None)
+    old_table = [sql for (sql,) in db.execute("SELECT sql FROM sqlite_master WHERE name = 'devices'")][0]
+    db.executescript(f"""BEGIN; CREATE TABLE old AS SELECT * FROM devices; DROP TABLE devices;
+        {old_table.replace(" WITHOUT ROWID", "")}; INSERT INTO devices SELECT * FROM old; DROP TABLE old;
+        PRAGMA user_version=1; COMMIT;""")
+    db.close()
+    write(log, entry("2026-11-02T08:00:00Z", version="1.1.0"))
+    with Store(path) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        sql = store.db.execute("SELECT sql FROM sqlite_master WHERE name = 'devices'").fetchone()[0]
+        assert sql.endswith("WITHOUT ROWID")
+        assert store.devices() == before
+        assert store.fold(log).lines == 1
+        assert store.devices()[MAC].last_version == "1.1.0" and store.devices()[MAC].checks == 2
+    with Store(path) as store:  # opened again: nothing left to migrate
+        assert store.devices()[MAC].last_version == "1.1.0"
+
+
+def test_a_store_of_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "checkins.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=3")
+    with pytest.raises(StoreError, match="schema 3, this otapub reads up to 2; move it away"):
+        Store(path)
+
+
+def test_a_batch_of_known_and_new_macs_adds_the_new_ones(tmp_path, store):
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z"))
+    store.fold(log)
+    write(log, entry("2026-11-02T08:00:00Z"), entry("2026-11-02T09:00:00Z", mac=OTHER, version="2.0.0"))
+    assert store.fold(log).lines == 2
+    seen = store.devices()
+    assert seen[MAC].checks == 2 and seen[OTHER].checks == 1 and seen[OTHER].last_version == "2.0.0"
+    write(log, entry("2026-11-03T08:00:00Z"), entry("2026-11-03T09:00:00Z", mac=OTHER))  # all known
+    store.fold(log)
+    assert store.devices()[OTHER].checks == 2 and len(store.devices()) == 2
+
+
 # -- folding outside the readers: `otapub fold`, and serve's folding process (tests/test_server.py) ----
 
 

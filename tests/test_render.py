@@ -39,6 +39,8 @@ def test_an_answer_field_may_not_be_one_that_signing_adds():
     (["otapub.shim"], ["otapub.admin", "otapub.edit", "otapub.build", "otapub.render", "otapub.fleet"]),
     # the YAML readers: no cycle through the located values
     (["otapub.located", "otapub.fastyaml"], ["otapub.yamlsource"]),
+    # `otapub status` answers from the check-in store: the fleet is loaded (and imported) only on a cache miss
+    (["otapub.fleetstatus"], ["otapub.fleet", "otapub.targets", "otapub.inspection", "otapub.rollout", "yaml"]),
     # the fleet's chip names come without the image parser
     (["otapub.chips", "otapub.fleet"], ["otapub.image"]),
 ])

@@ -85,8 +85,8 @@ def test_status_targets_follow_fleet_edits_and_stage_times(example):
     from datetime import datetime, timezone
 
     from otapub.checkinstore import folded
-    from otapub.devices import fleet_status
     from otapub.fleet import load_fleet
+    from otapub.fleetstatus import fleet_status
 
     def settle():  # files changed within the last seconds are not trusted by their mtime: age them
         for path in (example.root / "fleet").iterdir():
@@ -137,3 +137,32 @@ def test_status_targets_follow_fleet_edits_and_stage_times(example):
         seen = store.devices()
     assert rows == fleet_status(example.config(), now=before, fleet=load_fleet(example.root / "fleet", example.root),
                                 seen=seen)
+
+
+def test_json_written_by_sqlite_is_the_rows_of_the_table(example):
+    """`status --json` (encoded by SQLite) and `status` (Python rows) say the same, awkward strings included."""
+    from otapub.fleetstatus import fleet_status
+
+    odd = 'quote " backslash \\ tab \t newline \n ünïcode 🚀 \u2028'
+    log_lines(example,
+              entry("2026-11-01T00:00:00Z", "AA:BB:CC:DD:EE:FF", odd, "update_offered"),
+              {**entry("2026-11-02T00:00:00Z", "DE:AD:BE:EF:00:02", "1.0", "up_to_date"), "device_id": odd},
+              entry("2026-11-03T00:00:00Z", "DE:AD:BE:EF:00:03", None, "something_new", target=None))
+    result = example.cli("status", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert rows == [row.to_dict() for row in fleet_status(example.config())]
+    by_mac = {r["mac"]: r for r in rows}
+    assert by_mac["AA:BB:CC:DD:EE:FF"]["last_version"] == odd
+    assert by_mac["DE:AD:BE:EF:00:02"]["device_id"] == odd and by_mac["DE:AD:BE:EF:00:02"]["in_fleet"] is False
+    assert by_mac["DE:AD:BE:EF:00:03"]["state"] == "not in fleet (something_new)"
+    assert [r["in_fleet"] for r in rows] == sorted((r["in_fleet"] for r in rows), reverse=True)  # members first
+
+
+def test_json_of_an_empty_store_and_fleet(tmp_path):
+    from otapub.config import load_config
+    from otapub.fleetstatus import fleet_status_json
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "fleet").mkdir()
+    assert json.loads(fleet_status_json(load_config(tmp_path / "config.json"))) == []
