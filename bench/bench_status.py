@@ -82,10 +82,7 @@ def history(store_path: Path, fleet, days: int) -> tuple[int, float]:
                version, CASE WHEN n < switch THEN 'update_offered' ELSE 'up_to_date' END, 200, '192.0.2.1', NULL
         FROM days CROSS JOIN fleet ORDER BY n, mac
     """)
-    db.execute("""
-        INSERT INTO daily SELECT day, mac, 1, version FROM checkins ORDER BY rowid  -- already (day, MAC)
-    """)
-    db.execute("INSERT INTO fleet_days SELECT day, version, count(*) FROM daily GROUP BY day, version")
+    db.execute("INSERT INTO fleet_days SELECT day, version, count(*) FROM checkins GROUP BY day, version")
     db.execute("INSERT INTO days SELECT DISTINCT day FROM fleet_days")
     db.execute(f"""
         INSERT INTO devices

@@ -18,8 +18,9 @@ offset after the last complete line, and a hash of its first bytes. So:
 Tables: ``checkins`` (the history, indexed by MAC and time, kept ``checkin_retention_days``),
 ``devices`` (one row per MAC: first/last seen, last version, decision, address, client...),
 ``versions`` (when each MAC first reported each version), ``offers`` (when each MAC was first
-offered each target, and what it ran then), ``daily`` (checks per MAC per day and the version it
-reported last that day) and ``fleet_days`` (devices per version per day, kept by triggers).
+offered each target, and what it ran then), ``days`` (the days there is history of) and
+``fleet_days`` (devices per version per day, counted from the history when read, for the days
+that got check-ins since).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: `devices` keyed by MAC alone (WITHOUT ROWID): one seek per MAC in a join, not two
+SCHEMA_VERSION = 2  # 2: `devices` keyed by MAC alone (one seek per MAC in a join, not two); no `daily`
 HEAD_BYTES = 512  # hashed to recognise a file that was truncated or replaced
 CHUNK = 32 << 20  # bytes read per step of a fold (a first fold of a large log stays bounded in memory)
 UNAUTHENTICATED = frozenset({checkins.AUTH_FAILED, checkins.BAD_REQUEST})
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS checkins (
     day TEXT, time TEXT, mac TEXT, version TEXT, target TEXT, decision TEXT, status INTEGER, ip TEXT, client TEXT
 );
 CREATE INDEX IF NOT EXISTS checkins_day_mac ON checkins (day, mac);
-CREATE TABLE IF NOT EXISTS days (day TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS days (day TEXT PRIMARY KEY, stale INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS devices (
     mac TEXT PRIMARY KEY, first_seen TEXT, last_check TEXT, last_version TEXT, last_target TEXT,
     last_decision TEXT, last_update TEXT, device_id TEXT, hardware TEXT, last_ip TEXT,
@@ -81,22 +82,9 @@ CREATE TABLE IF NOT EXISTS offers (
     mac TEXT, target TEXT, first_offered TEXT, from_version TEXT, PRIMARY KEY (mac, target)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS offers_target ON offers (target);
-CREATE TABLE IF NOT EXISTS daily (
-    day TEXT, mac TEXT, checks INTEGER NOT NULL, version TEXT NOT NULL, PRIMARY KEY (day, mac)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fleet_days (
     day TEXT, version TEXT, devices INTEGER NOT NULL, PRIMARY KEY (day, version)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS daily_insert AFTER INSERT ON daily BEGIN
-    INSERT INTO fleet_days (day, version, devices) VALUES (new.day, new.version, 1)
-        ON CONFLICT (day, version) DO UPDATE SET devices = devices + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS daily_version AFTER UPDATE OF version ON daily
-WHEN old.version IS NOT new.version BEGIN
-    UPDATE fleet_days SET devices = devices - 1 WHERE day = old.day AND version = old.version;
-    INSERT INTO fleet_days (day, version, devices) VALUES (new.day, new.version, 1)
-        ON CONFLICT (day, version) DO UPDATE SET devices = devices + 1;
-END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
@@ -104,6 +92,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 # index instead of on a random page each (100,000 random pages rewritten per fold, at 10 M rows).
 # A MAC's history is read with one index seek per day there is history of.
 _DAYS = "SELECT day FROM days"
+# A history row of an authenticated check-in (what an unauthenticated request claims is not news).
+_AUTH = f"coalesce(decision, '') NOT IN ({', '.join(repr(d) for d in sorted(UNAUTHENTICATED))})"
 _DEVICES_TABLE = re.search(r"CREATE TABLE IF NOT EXISTS devices \(.*?\) WITHOUT ROWID", _SCHEMA, re.S)[0]
 _TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 _DEVICE_COLUMNS = tuple(f.name for f in fields(Seen))  # the table's columns, in the dataclass's order
@@ -137,7 +127,7 @@ _STATUS_COLUMNS = {
 
 # A fold's batch (a chunk of the log) in SQL: `seq` keeps the log's order; `auth` is whether the
 # check-in was authenticated (what an unauthenticated request claims is not news); `device_id`,
-# `hardware` are None when empty. `per_mac` is the batch summarised per MAC, `per_day` per day and MAC.
+# `hardware` are None when empty. `per_mac` is the batch summarised per MAC.
 _TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS batch (
     seq INTEGER PRIMARY KEY, day, time, mac, version, target, decision, status, ip, client, device_id,
@@ -147,7 +137,6 @@ CREATE TEMP TABLE IF NOT EXISTS per_mac (
     mac PRIMARY KEY, first_seen, last_check, last_version, last_target, last_decision, last_update, device_id,
     hardware, last_ip, last_client, checks, auth_failures, first_version, first_version_time, authenticated
 );
-CREATE TEMP TABLE IF NOT EXISTS per_day (day, mac, checks, version, PRIMARY KEY (day, mac)) WITHOUT ROWID;
 """
 
 
@@ -207,7 +196,9 @@ _FOLD = (
     _NEW_DEVICES,
     "INSERT INTO checkins SELECT coalesce(day, ''), time, mac, version, target, decision, status, ip, client "
     "FROM temp.batch ORDER BY seq",
-    "INSERT OR IGNORE INTO days SELECT DISTINCT coalesce(day, '') FROM temp.batch",
+    # The days the batch has check-ins of: their `fleet_days` are counted again when next read.
+    "INSERT INTO days SELECT DISTINCT coalesce(day, ''), 1 FROM temp.batch WHERE 1 "
+    "ON CONFLICT (day) DO UPDATE SET stale = 1",
     # The first time each MAC reported each version (in log order: the first row wins).
     f"INSERT OR IGNORE INTO versions SELECT mac, version, time FROM temp.batch "
     f"WHERE {_TEXT_VERSION} AND typeof(time) = 'text' ORDER BY seq",
@@ -222,20 +213,6 @@ _FOLD = (
     WHERE 1
     ON CONFLICT (mac, target) DO UPDATE SET first_offered = excluded.first_offered,
         from_version = excluded.from_version WHERE excluded.first_offered < first_offered
-    """,
-    # Checks per MAC per day, and the version it reported last that day ('' for none yet): the batch's
-    # (an upsert per row, in log order), then merged into `daily` in its key's order.
-    """
-    INSERT INTO temp.per_day
-    SELECT day, mac, 1, CASE WHEN typeof(version) = 'text' THEN version END FROM temp.batch
-    WHERE auth AND day IS NOT NULL ORDER BY seq
-    ON CONFLICT (day, mac) DO UPDATE SET checks = per_day.checks + 1,
-        version = coalesce(excluded.version, per_day.version)
-    """,
-    """
-    INSERT INTO daily SELECT day, mac, checks, coalesce(version, '') FROM temp.per_day WHERE 1 ORDER BY day, mac
-    ON CONFLICT (day, mac) DO UPDATE SET checks = checks + excluded.checks,
-        version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END
     """,
 )
 
@@ -337,11 +314,15 @@ class Store:
         with self._transaction():
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version < 2:
-                log.info("%s: check-in store schema %d -> 2 (devices keyed by MAC alone)", self.path, version)
+                # `devices` keyed by MAC alone; devices per version per day counted from the history
+                # when read, not kept per MAC and day by every fold (`daily` and its triggers).
+                log.info("%s: check-in store schema %d -> 2", self.path, version)
                 self.db.execute(_DEVICES_TABLE.replace("devices", "devices_v2", 1))
                 self.db.execute("INSERT INTO devices_v2 SELECT * FROM devices")
                 self.db.execute("DROP TABLE devices")
                 self.db.execute("ALTER TABLE devices_v2 RENAME TO devices")
+                self.db.execute("DROP TABLE daily")  # its triggers go with it
+                self.db.execute("ALTER TABLE days ADD COLUMN stale INTEGER NOT NULL DEFAULT 0")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _refuse_foreign(self, version: int) -> None:
@@ -540,7 +521,6 @@ class Store:
         db = self.db
         db.execute("DELETE FROM temp.batch")
         db.execute("DELETE FROM temp.per_mac")
-        db.execute("DELETE FROM temp.per_day")
         db.executemany("INSERT INTO temp.batch VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         # Looking a MAC's row up costs about as much as scanning 25 rows of `devices`.
         few = len(rows) * 25 < db.execute("SELECT count(*) FROM devices").fetchone()[0]
@@ -563,7 +543,6 @@ class Store:
         cutoff = (datetime.now(timezone.utc) - timedelta(days=self.retention_days)).strftime("%Y-%m-%d")
         self.db.execute("DELETE FROM checkins WHERE day < ?", (cutoff,))
         self.db.execute("DELETE FROM days WHERE day < ?", (cutoff,))
-        self.db.execute("DELETE FROM daily WHERE day < ?", (cutoff,))
         self.db.execute("DELETE FROM fleet_days WHERE day < ?", (cutoff,))
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('retention_day', ?)", (today,))
 
@@ -584,8 +563,10 @@ class Store:
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
     def checks_per_day(self, mac: str) -> dict[str, int]:
-        return dict(self.db.execute(f"SELECT d.day, c.checks FROM ({_DAYS}) AS d JOIN daily AS c "
-                                    "ON c.day = d.day AND c.mac = ? ORDER BY d.day", (mac,)))
+        """Authenticated check-ins of one MAC per day, oldest first (one index seek per day of history)."""
+        return dict(self.db.execute(f"SELECT d.day, count(*) FROM ({_DAYS}) AS d JOIN checkins AS c "
+                                    f"ON c.day = d.day AND c.mac = ? WHERE d.day != '' AND {_AUTH} "
+                                    "GROUP BY d.day ORDER BY d.day", (mac,)))
 
     def first_reported(self, mac: str) -> dict[str, str]:
         """When the MAC first reported each version."""
@@ -593,9 +574,27 @@ class Store:
                                     (mac,)))
 
     def version_days(self, since: str | None = None) -> list[tuple[str, str, int]]:
-        """(day, version, devices that reported it that day), oldest first."""
+        """(day, version, devices that reported it that day), oldest first. A device counts for the
+        version it reported last that day (in the order check-ins were folded)."""
+        self._count_stale_days(since or "")
         return list(self.db.execute("SELECT day, version, devices FROM fleet_days WHERE devices > 0 AND day >= ? "
                                     "AND version != '' ORDER BY day, version", (since or "",)))
+
+    def _count_stale_days(self, since: str) -> None:
+        """Count `fleet_days` again for the days since ``since`` that got check-ins since they were
+        last counted (a fold only marks them: counting a day reads its check-ins, which the dashboard
+        needs now and then, and a fold every few seconds should not)."""
+        query = "SELECT day FROM days WHERE stale AND day >= ? AND day != ''"
+        if self.db.execute(query, (since,)).fetchone() is None:
+            return
+        with self._transaction():
+            for (day,) in self.db.execute(query, (since,)).fetchall():
+                self.db.execute("DELETE FROM fleet_days WHERE day = ?", (day,))
+                self.db.execute(
+                    "INSERT INTO fleet_days SELECT ?1, version, count(*) FROM ("
+                    f"  SELECT mac, version, max(rowid) FROM checkins WHERE day = ?1 AND {_AUTH} "
+                    "   AND typeof(version) = 'text' GROUP BY mac) GROUP BY version", (day,))
+                self.db.execute("UPDATE days SET stale = 0 WHERE day = ?", (day,))
 
     def offers(self, target: str) -> Iterator[Offer]:
         """Devices first offered ``target`` (as the answers spell it), with what they ran then."""

@@ -263,27 +263,79 @@ def test_one_fold_merges_many_lines_of_a_mac_in_log_order(tmp_path, store):
     assert store.devices()[OTHER].last_version is None  # not a version string
 
 
+# otapub.checkinstore at schema 1 (4f074b7)
+SCHEMA_1 = """
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, offset INTEGER NOT NULL,
+    head TEXT, head_len INTEGER NOT NULL DEFAULT 0, last_time TEXT, folded_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS checkins (
+    day TEXT, time TEXT, mac TEXT, version TEXT, target TEXT, decision TEXT, status INTEGER, ip TEXT, client TEXT
+);
+CREATE INDEX IF NOT EXISTS checkins_day_mac ON checkins (day, mac);
+CREATE TABLE IF NOT EXISTS days (day TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    mac TEXT PRIMARY KEY, first_seen TEXT, last_check TEXT, last_version TEXT, last_target TEXT,
+    last_decision TEXT, last_update TEXT, device_id TEXT, hardware TEXT, last_ip TEXT,
+    last_client TEXT, checks INTEGER NOT NULL, auth_failures INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    mac TEXT, version TEXT, first_seen TEXT, PRIMARY KEY (mac, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offers (
+    mac TEXT, target TEXT, first_offered TEXT, from_version TEXT, PRIMARY KEY (mac, target)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS offers_target ON offers (target);
+CREATE TABLE IF NOT EXISTS daily (
+    day TEXT, mac TEXT, checks INTEGER NOT NULL, version TEXT NOT NULL, PRIMARY KEY (day, mac)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fleet_days (
+    day TEXT, version TEXT, devices INTEGER NOT NULL, PRIMARY KEY (day, version)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS daily_insert AFTER INSERT ON daily BEGIN
+    INSERT INTO fleet_days (day, version, devices) VALUES (new.day, new.version, 1)
+        ON CONFLICT (day, version) DO UPDATE SET devices = devices + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS daily_version AFTER UPDATE OF version ON daily
+WHEN old.version IS NOT new.version BEGIN
+    UPDATE fleet_days SET devices = devices - 1 WHERE day = old.day AND version = old.version;
+    INSERT INTO fleet_days (day, version, devices) VALUES (new.day, new.version, 1)
+        ON CONFLICT (day, version) DO UPDATE SET devices = devices + 1;
+END;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
 def test_a_store_of_schema_1_is_migrated_in_place(tmp_path):
-    """Schema 1 kept `devices` as a rowid table: opening migrates it, keeping every row, and folds go on."""
+    """Schema 1: `devices` a rowid table, `daily` kept per MAC and day by every fold (with triggers).
+    Opening migrates it in place, every device row and every day's count kept, and folds go on."""
     path, log = tmp_path / "checkins.sqlite", tmp_path / "checkins.jsonl"
-    write(log, entry("2026-11-01T08:00:00Z", version="1.0.0"), entry("2026-11-01T09:00:00Z", mac=OTHER))
-    with Store(path) as store:
-        store.fold(log)
-        before = store.devices()
     db = sqlite3.connect(path, isolation_level=None)
-    old_table = [sql for (sql,) in db.execute("SELECT sql FROM sqlite_master WHERE name = 'devices'")][0]
-    db.executescript(f"""BEGIN; CREATE TABLE old AS SELECT * FROM devices; DROP TABLE devices;
-        {old_table.replace(" WITHOUT ROWID", "")}; INSERT INTO devices SELECT * FROM old; DROP TABLE old;
-        PRAGMA user_version=1; COMMIT;""")
+    db.executescript(SCHEMA_1 + "PRAGMA user_version=1;")
+    db.executescript(f"""
+        INSERT INTO devices VALUES ('{MAC}', '2026-11-01T08:00:00Z', '2026-11-01T08:00:00Z', '1.0.0', '1.0.0',
+            'up_to_date', NULL, 'dev', 'hw', '192.0.2.7', 'seed', 1, 0);
+        INSERT INTO checkins VALUES ('2026-11-01', '2026-11-01T08:00:00Z', '{MAC}', '1.0.0', '1.0.0', 'up_to_date',
+            200, '192.0.2.7', 'seed');
+        INSERT INTO days VALUES ('2026-11-01');
+        INSERT INTO daily VALUES ('2026-11-01', '{MAC}', 1, '1.0.0');  -- the trigger counts fleet_days
+        INSERT INTO versions VALUES ('{MAC}', '1.0.0', '2026-11-01T08:00:00Z');
+    """)
     db.close()
-    write(log, entry("2026-11-02T08:00:00Z", version="1.1.0"))
     with Store(path) as store:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
         sql = store.db.execute("SELECT sql FROM sqlite_master WHERE name = 'devices'").fetchone()[0]
         assert sql.endswith("WITHOUT ROWID")
-        assert store.devices() == before
-        assert store.fold(log).lines == 1
+        assert store.db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'daily%'").fetchall() == []
+        assert store.devices()[MAC].checks == 1 and store.devices()[MAC].device_id == "dev"
+        assert store.version_days() == [("2026-11-01", "1.0.0", 1)]
+        assert store.checks_per_day(MAC) == {"2026-11-01": 1}
+        write(log, entry("2026-11-02T08:00:00Z", version="1.1.0"), entry("2026-11-02T09:00:00Z", mac=OTHER))
+        assert store.fold(log).lines == 2
         assert store.devices()[MAC].last_version == "1.1.0" and store.devices()[MAC].checks == 2
+        assert store.version_days() == [("2026-11-01", "1.0.0", 1), ("2026-11-02", "1.0.0", 1),
+                                        ("2026-11-02", "1.1.0", 1)]
+        assert store.checks_per_day(MAC) == {"2026-11-01": 1, "2026-11-02": 1}
     with Store(path) as store:  # opened again: nothing left to migrate
         assert store.devices()[MAC].last_version == "1.1.0"
 
@@ -308,6 +360,99 @@ def test_a_batch_of_known_and_new_macs_adds_the_new_ones(tmp_path, store):
     write(log, entry("2026-11-03T08:00:00Z"), entry("2026-11-03T09:00:00Z", mac=OTHER))  # all known
     store.fold(log)
     assert store.devices()[OTHER].checks == 2 and len(store.devices()) == 2
+
+
+# -- the fold against a line-by-line model of what it means ------------------------------------
+def _model(entries):
+    """What folding ``entries`` (in log order) means, one line at a time, in plain Python."""
+    from otapub.checkins import Seen
+    from otapub.versions import parse_version
+
+    def newer(a, b):
+        try:
+            return parse_version(a) > parse_version(b)
+        except ValueError:
+            return False
+
+    def text(value):
+        return value if isinstance(value, str) else None
+
+    devices, versions, offers, checks, last_of_day = {}, {}, {}, {}, {}
+    for e in entries:
+        mac, when, decision = e["mac"], e["time"], text(e.get("decision"))
+        auth = decision not in ("auth_failed", "bad_request")
+        version = text(e.get("version")) if auth else None
+        day = when[:10]
+        seen = devices.get(mac)
+        if seen is None:
+            seen = devices[mac] = Seen(mac, first_seen=when)
+        elif version is not None and seen.last_version is not None and version != seen.last_version \
+                and newer(version, seen.last_version):
+            seen.last_update = when
+        seen.last_check, seen.last_decision, seen.last_ip = when, decision, text(e.get("ip"))
+        seen.last_version = version or seen.last_version
+        if auth:
+            seen.last_target = text(e.get("target"))
+            seen.device_id = text(e.get("device_id")) or seen.device_id
+            seen.hardware = text(e.get("hardware")) or seen.hardware
+        seen.last_client = text(e.get("client")) or seen.last_client
+        seen.checks += 1
+        seen.auth_failures += decision == "auth_failed"
+        if version is not None:
+            versions.setdefault((mac, version), when)
+            last_of_day[(day, mac)] = version
+        if auth:
+            checks.setdefault(mac, {}).setdefault(day, 0)
+            checks[mac][day] += 1
+            if decision == "update_offered" and text(e.get("target")) is not None:
+                offers.setdefault((mac, e["target"]), (when, version))
+    version_days = {}
+    for (day, _mac), version in last_of_day.items():
+        version_days[(day, version)] = version_days.get((day, version), 0) + 1
+    return devices, versions, offers, checks, sorted((d, v, n) for (d, v), n in version_days.items())
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_folds_in_any_chunks_mean_what_the_lines_say(tmp_path, seed):
+    """Random logs (repeated MACs, versions going up and down, unauthenticated lines, fields of other
+    types, missing fields), appended and folded in random chunks, cut mid-line: the store says what a
+    line-by-line reading says."""
+    import random
+
+    rng = random.Random(seed)
+    macs = [f"AA:BB:CC:DD:EE:{i:02X}" for i in range(rng.randint(1, 6))]
+    entries = []
+    for i in range(rng.randint(1, 120)):
+        e = {"time": f"2026-11-{1 + i // 40:02d}T{(i // 4) % 24:02d}:{i % 60:02d}:00.000000Z", "mac": rng.choice(macs)}
+        for name, choices in (("version", ["1.0.0", "1.1.0", "0.9.0", "2.0.0", "1.1", "x", None, 5]),
+                              ("target", ["1.1.0", "2.0.0", None, 7]),
+                              ("decision", ["up_to_date", "update_offered", "update_offered", "auth_failed",
+                                            "bad_request", "no_target", None]),
+                              ("device_id", ["a", "b", "", None]), ("hardware", ["hw", None]),
+                              ("ip", ["192.0.2.1", "192.0.2.2", None]), ("client", ["seed", "httpupdate", "", None])):
+            value = rng.choice(choices)
+            if value is not None or rng.random() < 0.5:
+                e[name] = value
+        entries.append(e)
+    data = b"".join(json.dumps(e).encode() + b"\n" for e in entries)
+    log = tmp_path / "checkins.jsonl"
+    log.write_bytes(b"")
+    with Store(tmp_path / "checkins.sqlite") as store:
+        at = 0
+        while at < len(data):
+            step = rng.randint(1, len(data) // 3 + 1)
+            with open(log, "ab") as handle:
+                handle.write(data[at:at + step])
+            at += step
+            store.fold(log)
+        devices, versions, offers, checks, version_days = _model(entries)
+        assert store.devices() == devices
+        assert {(mac, v): t for mac in devices for v, t in store.first_reported(mac).items()} == versions
+        targets = {target for _, target in offers}
+        assert {(o.mac, target): (o.first_offered, o.from_version)
+                for target in targets for o in store.offers(target)} == offers
+        assert {mac: store.checks_per_day(mac) for mac in devices if store.checks_per_day(mac)} == checks
+        assert store.version_days() == version_days
 
 
 # -- folding outside the readers: `otapub fold`, and serve's folding process (tests/test_server.py) ----
