@@ -83,7 +83,7 @@ def history(store_path: Path, fleet, days: int) -> tuple[int, float]:
         FROM days CROSS JOIN fleet ORDER BY n, mac
     """)
     db.execute("INSERT INTO fleet_days SELECT day, version, count(*) FROM checkins GROUP BY day, version")
-    db.execute("INSERT INTO days SELECT DISTINCT day FROM fleet_days")
+    db.execute("INSERT INTO days (day) SELECT DISTINCT day FROM fleet_days")
     db.execute(f"""
         INSERT INTO devices
         SELECT mac, date('{FIRST_DAY}') || 'T00:00:00.000000Z', date('{FIRST_DAY}', '+{days - 1} days') ||
