@@ -3,6 +3,7 @@
 import json
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from otapub.checkins import CheckinLog
 from otapub.checkinstore import Store, StoreError
 
 MAC = "AA:BB:CC:DD:EE:FF"
+FIXTURES = Path(__file__).parent / "fixtures"
 OTHER = "11:22:33:44:55:66"
 
 
@@ -263,47 +265,6 @@ def test_one_fold_merges_many_lines_of_a_mac_in_log_order(tmp_path, store):
     assert store.devices()[OTHER].last_version is None  # not a version string
 
 
-# otapub.checkinstore at schema 1 (4f074b7)
-SCHEMA_1 = """
-CREATE TABLE IF NOT EXISTS sources (
-    name TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, offset INTEGER NOT NULL,
-    head TEXT, head_len INTEGER NOT NULL DEFAULT 0, last_time TEXT, folded_ns INTEGER
-);
-CREATE TABLE IF NOT EXISTS checkins (
-    day TEXT, time TEXT, mac TEXT, version TEXT, target TEXT, decision TEXT, status INTEGER, ip TEXT, client TEXT
-);
-CREATE INDEX IF NOT EXISTS checkins_day_mac ON checkins (day, mac);
-CREATE TABLE IF NOT EXISTS days (day TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS devices (
-    mac TEXT PRIMARY KEY, first_seen TEXT, last_check TEXT, last_version TEXT, last_target TEXT,
-    last_decision TEXT, last_update TEXT, device_id TEXT, hardware TEXT, last_ip TEXT,
-    last_client TEXT, checks INTEGER NOT NULL, auth_failures INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    mac TEXT, version TEXT, first_seen TEXT, PRIMARY KEY (mac, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS offers (
-    mac TEXT, target TEXT, first_offered TEXT, from_version TEXT, PRIMARY KEY (mac, target)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS offers_target ON offers (target);
-CREATE TABLE IF NOT EXISTS daily (
-    day TEXT, mac TEXT, checks INTEGER NOT NULL, version TEXT NOT NULL, PRIMARY KEY (day, mac)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fleet_days (
-    day TEXT, version TEXT, devices INTEGER NOT NULL, PRIMARY KEY (day, version)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS daily_insert AFTER INSERT ON daily BEGIN
-    INSERT INTO fleet_days (day, version, devices) VALUES (new.day, new.version, 1)
-        ON CONFLICT (day, version) DO UPDATE SET devices = devices + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS daily_version AFTER UPDATE OF version ON daily
-WHEN old.version IS NOT new.version BEGIN
-    UPDATE fleet_days SET devices = devices - 1 WHERE day = old.day AND version = old.version;
-    INSERT INTO fleet_days (day, version, devices) VALUES (new.day, new.version, 1)
-        ON CONFLICT (day, version) DO UPDATE SET devices = devices + 1;
-END;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
 
 
 def test_a_store_of_schema_1_is_migrated_in_place(tmp_path):
@@ -311,7 +272,7 @@ def test_a_store_of_schema_1_is_migrated_in_place(tmp_path):
     Opening migrates it in place, every device row and every day's count kept, and folds go on."""
     path, log = tmp_path / "checkins.sqlite", tmp_path / "checkins.jsonl"
     db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(SCHEMA_1 + "PRAGMA user_version=1;")
+    db.executescript((FIXTURES / "checkinstore-schema-1.sql").read_text() + "PRAGMA user_version=1;")
     db.executescript(f"""
         INSERT INTO devices VALUES ('{MAC}', '2026-11-01T08:00:00Z', '2026-11-01T08:00:00Z', '1.0.0', '1.0.0',
             'up_to_date', NULL, 'dev', 'hw', '192.0.2.7', 'seed', 1, 0);
