@@ -164,7 +164,8 @@ _UPDATE_DEVICES = f"""
                                CASE WHEN b.first_version IS NOT NULL AND devices.last_version IS NOT NULL
                                          AND devices.last_version != b.first_version
                                          AND otapub_newer(b.first_version, devices.last_version)
-                                    THEN b.first_version_time ELSE devices.last_update END),
+                                    THEN coalesce(b.first_version_time, devices.last_update)
+                                    ELSE devices.last_update END),
         {_merged("devices", "b")}
     FROM temp.per_mac AS b WHERE devices.mac = b.mac {{few}}
 """
@@ -185,7 +186,8 @@ _FOLD = (
         last_update = CASE WHEN excluded.last_version IS NOT NULL AND per_mac.last_version IS NOT NULL
                                 AND excluded.last_version != per_mac.last_version
                                 AND otapub_newer(excluded.last_version, per_mac.last_version)
-                           THEN excluded.last_check ELSE per_mac.last_update END,
+                           THEN coalesce(excluded.last_check, per_mac.last_update) ELSE per_mac.last_update END,
+        first_seen = coalesce(per_mac.first_seen, excluded.first_seen),
         {_merged("per_mac", "excluded")},
         first_version_time = CASE WHEN per_mac.first_version IS NULL THEN excluded.first_version_time
                                   ELSE per_mac.first_version_time END,
@@ -202,15 +204,16 @@ _FOLD = (
     # The first time each MAC reported each version (in log order: the first row wins).
     f"INSERT OR IGNORE INTO versions SELECT mac, version, time FROM temp.batch "
     f"WHERE {_TEXT_VERSION} AND typeof(time) = 'text' ORDER BY seq",
-    # The first offer of each target to each MAC, and what the MAC ran then.
+    # The first offer of each target to each MAC, and what the MAC ran then: the earliest (in the log's
+    # order when times tie), in a batch as across batches (lines of several writers interleave).
     f"""
     INSERT INTO offers
     SELECT mac, target, time, CASE WHEN typeof(version) = 'text' THEN version END FROM (
-        SELECT mac, target, time, version, min(seq) FROM temp.batch
+        SELECT mac, target, time, version, row_number() OVER (PARTITION BY mac, target ORDER BY time, seq) AS n
+        FROM temp.batch
         WHERE auth AND decision = '{checkins.UPDATE_OFFERED}' AND typeof(target) = 'text'
-              AND typeof(time) = 'text'
-        GROUP BY mac, target)
-    WHERE 1
+              AND typeof(time) = 'text')
+    WHERE n = 1
     ON CONFLICT (mac, target) DO UPDATE SET first_offered = excluded.first_offered,
         from_version = excluded.from_version WHERE excluded.first_offered < first_offered
     """,
@@ -251,7 +254,7 @@ def _day(when: str | None) -> str | None:
 def _mac(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
-    if len(value) == 17 and value.isupper():  # the shim's own spelling: no work per line
+    if len(value) == 17 and value[2::3] == ":::::" and value.isupper():  # the shim's own spelling: no work per line
         return value
     try:
         return normalize_mac(value)
