@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -355,7 +356,10 @@ class Store:
         name = name or str(log_path)
         result = FoldResult()
         with self._transaction():  # two folds at once: the second waits, then has nothing to do
-            self._fold_locked(log_path, name, result)
+            try:
+                self._fold_locked(log_path, name, result)
+            except OSError as exc:  # a log (or a rotated one beside it) that cannot be read: nothing folded
+                raise StoreError(f"{exc.filename or log_path}: {exc.strerror}") from None
             self._apply_retention()
         return result
 
@@ -437,7 +441,8 @@ class Store:
                         st = path.stat()
                     except OSError:
                         continue
-                    siblings[(st.st_dev, st.st_ino)] = (path, st)
+                    if stat.S_ISREG(st.st_mode):  # not a directory of old logs, a FIFO...
+                        siblings[(st.st_dev, st.st_ino)] = (path, st)
         except OSError:
             pass
         if current is not None:
@@ -721,12 +726,18 @@ def follow(config: Any, every: float, stop: threading.Event, extra_logs: tuple[P
     and tried again next time: it must not end the folding beside a running server. The store is
     opened afresh for each fold, so one moved away to be rebuilt is not written to behind its back.
     """
+    failing = None  # the last failure's message: said once, not every few seconds while it lasts
     while not stop.is_set():
         try:
             result = fold_logs(config, extra_logs)
         except StoreError as exc:
-            log.warning("folding the check-in log: %s (trying again in %g s)", exc, every)
+            level = logging.DEBUG if str(exc) == failing else logging.WARNING
+            log.log(level, "folding the check-in log: %s (trying again every %g s)", exc, every)
+            failing = str(exc)
         else:
+            if failing is not None:
+                log.info("folding the check-in log again (%s: no more)", failing)
+                failing = None
             log.debug("folded %d check-ins (%d bytes, %d lines skipped) in %.3f s", result.lines, result.bytes,
                       result.skipped, result.seconds)
             if report is not None:

@@ -88,6 +88,16 @@ def test_rotation_by_rename_loses_nothing_and_counts_nothing_twice(tmp_path, sto
     assert store.devices()[MAC].checks == 5
 
 
+def test_a_directory_or_fifo_named_like_a_rotated_log_is_not_read(tmp_path, store):
+    log = tmp_path / "checkins.jsonl"
+    write(log, entry("2026-11-01T08:00:00Z"))
+    (tmp_path / "checkins.jsonl.old").mkdir()  # where someone keeps old logs
+    os.mkfifo(tmp_path / "checkins.jsonl.pipe")  # opened, it would block the fold for good
+    assert store.fold(log).lines == 1
+    write(log, entry("2026-11-01T09:00:00Z"))
+    assert store.fold(log).lines == 1 and store.devices()[MAC].checks == 2
+
+
 def test_the_shims_own_rotation_by_size_and_day(tmp_path, store):
     path = tmp_path / "checkins.jsonl"
     writer = CheckinLog(path, max_bytes=400)
@@ -481,11 +491,14 @@ def test_fold_every_keeps_folding_until_sigterm_and_exits_0(repo):
 
 
 def test_follow_warns_about_an_unusable_store_and_keeps_going(repo, caplog):
+    """Said once while it lasts (a fold every few seconds must not fill the server's log), and when it ends."""
+    import logging
     import threading
     import time
 
     from otapub.checkinstore import follow
 
+    caplog.set_level(logging.DEBUG, logger="otapub.checkinstore")
     db = repo.root / "state" / "checkins.sqlite"
     db.parent.mkdir(parents=True)
     db.write_bytes(b"not a database, yet" * 100)
@@ -496,10 +509,11 @@ def test_follow_warns_about_an_unusable_store_and_keeps_going(repo, caplog):
     thread.start()
     try:
         deadline = time.monotonic() + 20  # a bound on a hang, not a measurement
-        while "not a usable check-in store" not in caplog.text:
+        while caplog.text.count("not a usable check-in store") < 3:
             assert time.monotonic() < deadline and thread.is_alive()
             time.sleep(0.01)
-        assert folds == [] and caplog.records[-1].levelname == "WARNING"
+        failures = [r.levelname for r in caplog.records if "not a usable" in r.getMessage()]
+        assert folds == [] and failures[0] == "WARNING" and set(failures[1:]) == {"DEBUG"}
         db.unlink()  # the operator moves it away: the next fold builds the store again
         while not folds:
             assert time.monotonic() < deadline and thread.is_alive()
@@ -508,3 +522,5 @@ def test_follow_warns_about_an_unusable_store_and_keeps_going(repo, caplog):
         stop.set()
         thread.join()
     assert folds[0].lines == 1 and all(f.lines == 0 for f in folds[1:])
+    assert [r.levelname for r in caplog.records if r.getMessage().startswith("folding the check-in log again")] \
+        == ["INFO"]
