@@ -290,19 +290,28 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if not 0 <= version <= SCHEMA_VERSION:
-                raise StoreError(f"{path}: check-in store of schema {version}, this otapub reads up to "
-                                 f"{SCHEMA_VERSION}; move it away and fold the logs again")
-            self._refuse_foreign(version)  # before anything is written to it
-            self.db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
+        except OSError as exc:
+            raise StoreError(f"{path}: {exc.strerror}") from None
+        try:
+            self._open()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self) -> None:
+        path = self.path
+        try:
+            version = self._checked_schema()  # before anything is written to it
+            if version == 0:
+                self._create()
+            self._wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-262144")  # 256 MiB: a fold touches index pages all over
             self.db.execute("PRAGMA mmap_size=1073741824")
             self.db.create_function("otapub_newer", 2, _newer, deterministic=True)
-            if version == 0:
-                self.db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")  # all or none
-            elif version < SCHEMA_VERSION:
+            if 0 < version < SCHEMA_VERSION:
                 self._migrate()
             self.db.execute(_TARGETS_SCHEMA)  # not in _SCHEMA: stores of schema 1 get it too
             self.db.execute("PRAGMA temp_store=MEMORY")
@@ -329,13 +338,50 @@ class Store:
                 self.db.execute("ALTER TABLE days ADD COLUMN stale INTEGER NOT NULL DEFAULT 0")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def _refuse_foreign(self, version: int) -> None:
+    def _wal(self) -> None:
+        """Put the database in WAL mode (once: it stays). Switching needs it to itself and SQLite does
+        not wait for that (a new store opened by several processes at once): this does, a while."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _create(self) -> None:
+        """Create the tables in an empty database, unless another process just did (in one transaction)."""
+        with self._transaction():
+            if self._checked_schema() == 0:
+                for statement in _SCHEMA.split(";"):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _checked_schema(self) -> int:
+        """The database's schema version, when it is a check-in store this otapub reads (or an empty
+        database: 0). Version and tables are read at one moment: another process may be creating them."""
+        owned = not self.db.in_transaction
+        if owned:
+            self.db.execute("BEGIN")
+        try:
+            version = self.db.execute("SELECT user_version FROM pragma_user_version").fetchone()[0]
+            tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            if owned and self.db.in_transaction:
+                self.db.execute("ROLLBACK")  # it read, wrote nothing
+        if not 0 <= version <= SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: check-in store of schema {version}, this otapub reads up to "
+                             f"{SCHEMA_VERSION}; move it away and fold the logs again")
+        self._refuse_foreign(version, tables)
+        return version
+
+    def _refuse_foreign(self, version: int, tables: set[str]) -> None:
         """Refuse an SQLite database of something else (a mistyped ``checkin_db``): not a store of ours
         yet holding tables, or one that says it is but lacks the store's tables."""
-        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = _TABLES - tables
         if tables and (version == 0 or missing):
-            self.db.close()
             found = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise StoreError(f"{self.path}: an SQLite database that is not a check-in store (its tables: {found}); "
                              "set checkin_db to a file of its own")

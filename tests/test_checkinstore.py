@@ -312,6 +312,40 @@ def test_a_store_of_schema_1_is_migrated_in_place(tmp_path):
         assert store.devices()[MAC].last_version == "1.1.0"
 
 
+def _open_at_once(path, barrier, results):
+    barrier.wait()
+    try:
+        with Store(path) as store:
+            results.put(store.db.execute("SELECT count(*) FROM devices").fetchone()[0])
+    except StoreError as exc:
+        results.put(str(exc))
+
+
+@pytest.mark.parametrize("schema", [0, 1])
+def test_processes_opening_a_new_or_old_store_at_once_all_get_it(tmp_path, schema):
+    """Several processes (serve's folding process, `otapub status`, a cron `otapub fold`) opening a store
+    that is not there yet, or of schema 1, at the same moment: one creates or migrates it, none sees it
+    half made (it was taken for a foreign database) or fails on the switch to WAL (database is locked)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    failures = []
+    for round_ in range(15):
+        path = tmp_path / f"checkins-{round_}.sqlite"
+        if schema:
+            db = sqlite3.connect(path, isolation_level=None)
+            db.executescript((FIXTURES / "checkinstore-schema-1.sql").read_text() + "PRAGMA user_version=1;")
+            db.close()
+        barrier, results = context.Barrier(6), context.Queue()
+        processes = [context.Process(target=_open_at_once, args=(path, barrier, results)) for _ in range(6)]
+        for process in processes:
+            process.start()
+        failures += [answer for answer in (results.get(timeout=60) for _ in processes) if answer != 0]
+        for process in processes:
+            process.join()
+    assert failures == []
+
+
 def test_a_store_of_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "checkins.sqlite"
     Store(path).close()
