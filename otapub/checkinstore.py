@@ -143,7 +143,7 @@ CREATE TEMP TABLE IF NOT EXISTS per_mac (
 
 def _merged(old: str, new: str) -> str:
     """SET clauses merging ``new`` (a MAC's later check-ins) into ``old`` (what was known of it)."""
-    return f"""last_check = {new}.last_check,
+    return f"""last_check = coalesce({new}.last_check, {old}.last_check),
         last_version = coalesce({new}.last_version, {old}.last_version),
         last_target = CASE WHEN {new}.authenticated THEN {new}.last_target ELSE {old}.last_target END,
         last_decision = {new}.last_decision,
@@ -287,6 +287,8 @@ class Store:
     def __init__(self, path: Path, retention_days: int | None = None):
         self.path = path
         self.retention_days = retention_days
+        if path.is_dir():  # SQLite would say only "unable to open database file"
+            raise StoreError(f"{path}: a directory, not a check-in store (checkin_db names a file)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)

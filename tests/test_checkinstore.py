@@ -396,7 +396,7 @@ def _model(entries):
                 and newer(version, seen.last_version):
             seen.last_update = when or seen.last_update  # a line without a time moves no time
         seen.first_seen = seen.first_seen or when
-        seen.last_check, seen.last_decision, seen.last_ip = when, decision, text(e.get("ip"))
+        seen.last_check, seen.last_decision, seen.last_ip = when or seen.last_check, decision, text(e.get("ip"))
         seen.last_version = version or seen.last_version
         if auth:
             seen.last_target = text(e.get("target"))
@@ -493,6 +493,11 @@ def test_fold_command_says_what_it_folded_and_a_second_run_folds_nothing(repo):
     broken = repo.cli("fold", env={"OTA_SERVER_CHECKIN_DB": "notes.txt"})
     assert broken.exit_code == 1
     assert broken.output == f"error: {repo.root / 'notes.txt'}: not a usable check-in store (file is not a database)\n"
+    (repo.root / "state" / "store").mkdir()
+    directory = repo.cli("fold", env={"OTA_SERVER_CHECKIN_DB": "state/store"})
+    assert directory.exit_code == 1
+    assert directory.output == (f"error: {repo.root / 'state' / 'store'}: a directory, not a check-in store "
+                                "(checkin_db names a file)\n")
 
 
 def test_fold_every_keeps_folding_until_sigterm_and_exits_0(repo):
