@@ -94,6 +94,36 @@ def test_serve_folds_the_checkin_log_into_the_store_as_it_serves(example, server
     assert process_group(served.proc.pid) == [], served.log.read_text()
 
 
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_sighup_reloads_the_workers_and_leaves_the_folding_process_folding(example, server):
+    """The SIGHUP that logrotate sends reloads the workers; the folding process neither reloads nor ends."""
+    example.set_config(checkin_fold_seconds=1)
+    build_site(example.config())
+    served = Served(example, workers=1, server=server)
+    store = example.root / "state/checkins.sqlite"
+    token = {"X-Device-Auth": djb2_5381("AABBCCDDEEFF", SECRET)}
+
+    def checks() -> int:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+                return sum(n for (n,) in db.execute("SELECT checks FROM devices"))
+        except sqlite3.OperationalError:  # not made yet
+            return 0
+
+    try:
+        [folder] = _folders(served)
+        workers = {m for m in process_group(served.proc.pid) if m != folder and m.split()[0] != str(served.proc.pid)}
+        served.proc.send_signal(signal.SIGHUP)
+        _until(lambda: not workers & set(process_group(served.proc.pid)), "the workers were not reloaded", served)
+        assert _folders(served) == [folder]
+        _until(lambda: served.request(_QUERY.format("1.3.7", "AA:BB:CC:DD:EE:FF"), token)[0] == 200,
+               "the reloaded workers do not answer", served)
+        _until(lambda: checks() >= 1, "nothing was folded after the reload", served)
+        assert _folders(served) == [folder]
+    finally:
+        served.stop()
+
+
 def _admin_served(example, server: str, wait: bool) -> Served:
     example.env["OTA_SERVER_ADMIN_API_KEY"] = "admin-key-for-tests-5b0e"  # noqa: S105 (the admin API is loaded too)
     build_site(example.config())
