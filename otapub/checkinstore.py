@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: `devices` keyed by MAC alone (one seek per MAC in a join, not two); no `daily`
 HEAD_BYTES = 512  # hashed to recognise a file that was truncated or replaced
+BUSY_SECONDS = 60  # how long a call waits for another process's fold (or migration) to end
 CHUNK = 32 << 20  # bytes read per step of a fold (a first fold of a large log stays bounded in memory)
 UNAUTHENTICATED = frozenset({checkins.AUTH_FAILED, checkins.BAD_REQUEST})
 
@@ -285,19 +286,23 @@ class Store:
         self.retention_days = retention_days
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            self.db = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
+            with self.db:  # one read transaction: a store another process is creating is seen whole or not at all
+                self.db.execute("BEGIN")
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not 0 <= version <= SCHEMA_VERSION:
                 raise StoreError(f"{path}: check-in store of schema {version}, this otapub reads up to "
                                  f"{SCHEMA_VERSION}; move it away and fold the logs again")
-            self._refuse_foreign(version)  # before anything is written to it
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._refuse_foreign(version, tables)  # before anything is written to it
+            self._use_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-262144")  # 256 MiB: a fold touches index pages all over
             self.db.execute("PRAGMA mmap_size=1073741824")
             self.db.create_function("otapub_newer", 2, _newer, deterministic=True)
             if version == 0:
-                self.db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")  # all or none
+                # all or none; IMMEDIATE: the first openers of a new store queue here instead of deadlocking
+                self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
             elif version < SCHEMA_VERSION:
                 self._migrate()
             self.db.execute(_TARGETS_SCHEMA)  # not in _SCHEMA: stores of schema 1 get it too
@@ -307,6 +312,20 @@ class Store:
             raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
         except OSError as exc:
             raise StoreError(f"{path}: {exc.strerror}") from None
+
+    def _use_wal(self) -> None:
+        """Put the database in WAL mode (it stays so). Switching takes the database to itself, and
+        SQLite answers "locked" at once, without its busy timeout, while another connection has it
+        open (the first openers of a new store race here): retried for as long as that timeout."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _migrate(self) -> None:
         """Bring a store of an older schema to this one, in one transaction (another process may be
@@ -325,10 +344,9 @@ class Store:
                 self.db.execute("ALTER TABLE days ADD COLUMN stale INTEGER NOT NULL DEFAULT 0")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def _refuse_foreign(self, version: int) -> None:
+    def _refuse_foreign(self, version: int, tables: set[str]) -> None:
         """Refuse an SQLite database of something else (a mistyped ``checkin_db``): not a store of ours
         yet holding tables, or one that says it is but lacks the store's tables."""
-        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = _TABLES - tables
         if tables and (version == 0 or missing):
             self.db.close()

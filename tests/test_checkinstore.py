@@ -498,3 +498,27 @@ def test_follow_warns_about_an_unusable_store_and_keeps_going(repo, caplog):
         stop.set()
         thread.join()
     assert folds[0].lines == 1 and all(f.lines == 0 for f in folds[1:])
+
+
+def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
+    """The first openers of a store race to create it (and to put it in WAL mode): none may fail, or
+    take it for another program's database."""
+    import threading
+
+    def open_at_once(path, start, errors):
+        start.wait()
+        try:
+            Store(path).close()
+        except StoreError as exc:
+            errors.append(exc)
+
+    errors = []
+    for attempt in range(15):
+        start = threading.Barrier(6)
+        threads = [threading.Thread(target=open_at_once, args=(tmp_path / f"store{attempt}.sqlite", start, errors))
+                   for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
