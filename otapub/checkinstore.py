@@ -645,20 +645,18 @@ class Store:
             self.db.executemany("INSERT INTO targets VALUES (?, ?, ?)", rows)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('targets', ?)", (value,))
 
-    def status(self, states: dict[str, str]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    def status(self, states: dict[str, str], select: Callable[[dict[str, str]], str] | None = None
+               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The devices of the cached fleet (MAC order), and the other MACs that checked in: MAC,
         device ID, target, state, last check, last version, last update, checks. The state: the
-        last decision named by ``states`` (else as it is, else 'unknown'), or 'never seen'."""
-        members, strangers = self._status_queries(states, lambda columns: ", ".join(
-            expression for name, expression in columns.items() if name != "in_fleet"))
-        return self.db.execute(*members).fetchall(), self.db.execute(*strangers).fetchall()
+        last decision named by ``states`` (else as it is, else 'unknown'), or 'never seen'.
 
-    def status_json(self, states: dict[str, str]) -> list[bytes]:
-        """``status`` as JSON objects (otapub.fleetstatus.DeviceStatus's fields), encoded by SQLite (UTF-8
-        bytes: not decoded into Python strings only to be encoded again for output)."""
-        queries = self._status_queries(states, lambda columns: "CAST(json_object({}) AS BLOB)".format(", ".join(
-            f"'{name}', {expression}" for name, expression in columns.items())))
-        return [text for query in queries for (text,) in self.db.execute(*query)]
+        ``select`` makes the select list instead, of the SQL of each of DeviceStatus's fields (name ->
+        expression; ``in_fleet`` included): what the caller wants SQLite to compute per row (JSON, a
+        line of a table) or over them (an aggregate)."""
+        members, strangers = self._status_queries(states, select or (lambda columns: ", ".join(
+            expression for name, expression in columns.items() if name != "in_fleet")))
+        return self.db.execute(*members).fetchall(), self.db.execute(*strangers).fetchall()
 
     def _status_queries(self, states: dict[str, str],
                         select: Callable[[dict[str, str]], str]) -> list[tuple[str, list[str]]]:
