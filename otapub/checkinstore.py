@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: `devices` keyed by MAC alone (one seek per MAC in a join, not two); no `daily`
 HEAD_BYTES = 512  # hashed to recognise a file that was truncated or replaced
+BUSY_SECONDS = 60  # how long a call waits for another process's fold (or migration) to end
 CHUNK = 32 << 20  # bytes read per step of a fold (a first fold of a large log stays bounded in memory)
 UNAUTHENTICATED = frozenset({checkins.AUTH_FAILED, checkins.BAD_REQUEST})
 
@@ -291,7 +292,7 @@ class Store:
             raise StoreError(f"{path}: a directory, not a check-in store (checkin_db names a file)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self.db = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
         except OSError as exc:
@@ -305,15 +306,23 @@ class Store:
     def _open(self) -> None:
         path = self.path
         try:
-            version = self._checked_schema()  # before anything is written to it
-            if version == 0:
-                self._create()
-            self._wal()
+            with self.db:  # one read transaction: a store another process is creating is seen whole or not at all
+                self.db.execute("BEGIN")
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not 0 <= version <= SCHEMA_VERSION:
+                raise StoreError(f"{path}: check-in store of schema {version}, this otapub reads up to "
+                                 f"{SCHEMA_VERSION}; move it away and fold the logs again")
+            self._refuse_foreign(version, tables)  # before anything is written to it
+            self._use_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-262144")  # 256 MiB: a fold touches index pages all over
             self.db.execute("PRAGMA mmap_size=1073741824")
             self.db.create_function("otapub_newer", 2, _newer, deterministic=True)
-            if 0 < version < SCHEMA_VERSION:
+            if version == 0:
+                # all or none; IMMEDIATE: the first openers of a new store queue here instead of deadlocking
+                self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            elif version < SCHEMA_VERSION:
                 self._migrate()
             self.db.execute(_TARGETS_SCHEMA)  # not in _SCHEMA: stores of schema 1 get it too
             self.db.execute("PRAGMA temp_store=MEMORY")
@@ -322,6 +331,20 @@ class Store:
             raise StoreError(f"{path}: not a usable check-in store ({exc})") from None
         except OSError as exc:
             raise StoreError(f"{path}: {exc.strerror}") from None
+
+    def _use_wal(self) -> None:
+        """Put the database in WAL mode (it stays so). Switching takes the database to itself, and
+        SQLite answers "locked" at once, without its busy timeout, while another connection has it
+        open (the first openers of a new store race here): retried for as long as that timeout."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _migrate(self) -> None:
         """Bring a store of an older schema to this one, in one transaction (another process may be
@@ -339,45 +362,6 @@ class Store:
                 self.db.execute("DROP TABLE daily")  # its triggers go with it
                 self.db.execute("ALTER TABLE days ADD COLUMN stale INTEGER NOT NULL DEFAULT 0")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-    def _wal(self) -> None:
-        """Put the database in WAL mode (once: it stays). Switching needs it to itself and SQLite does
-        not wait for that (a new store opened by several processes at once): this does, a while."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-
-    def _create(self) -> None:
-        """Create the tables in an empty database, unless another process just did (in one transaction)."""
-        with self._transaction():
-            if self._checked_schema() == 0:
-                for statement in _SCHEMA.split(";"):
-                    self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-    def _checked_schema(self) -> int:
-        """The database's schema version, when it is a check-in store this otapub reads (or an empty
-        database: 0). Version and tables are read at one moment: another process may be creating them."""
-        owned = not self.db.in_transaction
-        if owned:
-            self.db.execute("BEGIN")
-        try:
-            version = self.db.execute("SELECT user_version FROM pragma_user_version").fetchone()[0]
-            tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            if owned and self.db.in_transaction:
-                self.db.execute("ROLLBACK")  # it read, wrote nothing
-        if not 0 <= version <= SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: check-in store of schema {version}, this otapub reads up to "
-                             f"{SCHEMA_VERSION}; move it away and fold the logs again")
-        self._refuse_foreign(version, tables)
-        return version
 
     def _refuse_foreign(self, version: int, tables: set[str]) -> None:
         """Refuse an SQLite database of something else (a mistyped ``checkin_db``): not a store of ours
@@ -683,20 +667,18 @@ class Store:
             self.db.executemany("INSERT INTO targets VALUES (?, ?, ?)", rows)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('targets', ?)", (value,))
 
-    def status(self, states: dict[str, str]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    def status(self, states: dict[str, str], select: Callable[[dict[str, str]], str] | None = None
+               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The devices of the cached fleet (MAC order), and the other MACs that checked in: MAC,
         device ID, target, state, last check, last version, last update, checks. The state: the
-        last decision named by ``states`` (else as it is, else 'unknown'), or 'never seen'."""
-        members, strangers = self._status_queries(states, lambda columns: ", ".join(
-            expression for name, expression in columns.items() if name != "in_fleet"))
-        return self.db.execute(*members).fetchall(), self.db.execute(*strangers).fetchall()
+        last decision named by ``states`` (else as it is, else 'unknown'), or 'never seen'.
 
-    def status_json(self, states: dict[str, str]) -> list[bytes]:
-        """``status`` as JSON objects (otapub.fleetstatus.DeviceStatus's fields), encoded by SQLite (UTF-8
-        bytes: not decoded into Python strings only to be encoded again for output)."""
-        queries = self._status_queries(states, lambda columns: "CAST(json_object({}) AS BLOB)".format(", ".join(
-            f"'{name}', {expression}" for name, expression in columns.items())))
-        return [text for query in queries for (text,) in self.db.execute(*query)]
+        ``select`` makes the select list instead, of the SQL of each of DeviceStatus's fields (name ->
+        expression; ``in_fleet`` included): what the caller wants SQLite to compute per row (JSON, a
+        line of a table) or over them (an aggregate)."""
+        members, strangers = self._status_queries(states, select or (lambda columns: ", ".join(
+            expression for name, expression in columns.items() if name != "in_fleet")))
+        return self.db.execute(*members).fetchall(), self.db.execute(*strangers).fetchall()
 
     def _status_queries(self, states: dict[str, str],
                         select: Callable[[dict[str, str]], str]) -> list[tuple[str, list[str]]]:

@@ -218,12 +218,7 @@ def status(ctx: Context, logs: tuple[Path, ...], as_json: bool) -> None:
     """
     from otapub import fleetstatus
 
-    if as_json:
-        click.echo(fleetstatus.fleet_status_json(ctx.config, logs))
-        return
-    rows = fleetstatus.fleet_status(ctx.config, logs)
-    echo_table(("MAC", "DEVICE ID", "TARGET", "REPORTED", "STATE", "LAST CHECK", "LAST UPDATE"),
-               [(r.mac, r.device_id, r.target, r.last_version, r.state, r.last_check, r.last_update) for r in rows])
+    click.echo((fleetstatus.fleet_status_json if as_json else fleetstatus.fleet_status_table)(ctx.config, logs))
 
 
 @main.command()

@@ -84,11 +84,45 @@ def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetim
 
 
 def fleet_status_json(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None) -> bytes:
-    """``fleet_status`` as a JSON array of DeviceStatus objects, one per line, encoded by SQLite (UTF-8)."""
+    """``fleet_status`` as a JSON array of DeviceStatus objects, one per line, encoded by SQLite (UTF-8:
+    not decoded into Python strings only to be encoded again for output)."""
+    def as_json(columns: dict[str, str]) -> str:
+        pairs = ", ".join(f"'{name}', {sql}" for name, sql in columns.items())
+        return f"CAST(json_object({pairs}) AS BLOB)"
+
     with folded(config, extra_logs) as store:
         _cache_targets(config, store, now or datetime.now(timezone.utc))
-        objects = store.status_json(STATES)
+        objects = [text for rows in store.status(STATES, as_json) for (text,) in rows]
     return b"[\n" + b",\n".join(objects) + b"\n]" if objects else b"[]"
+
+
+# `otapub status`'s table: heading and field of each column.
+TABLE = (("MAC", "mac"), ("DEVICE ID", "device_id"), ("TARGET", "target"), ("REPORTED", "last_version"),
+         ("STATE", "state"), ("LAST CHECK", "last_check"), ("LAST UPDATE", "last_update"))
+
+
+def fleet_status_table(config: Config, extra_logs: tuple[Path, ...] = (), now: datetime | None = None) -> bytes:
+    """``fleet_status`` as `otapub status` prints it: aligned columns, '-' for nothing (as
+    otapub.cli.echo_table prints tables), laid out by SQLite: one pass for the columns' widths, one
+    for the lines (UTF-8)."""
+    def cells(columns: dict[str, str]) -> list[str]:
+        return [f"coalesce({columns[field]}, '-')" for _, field in TABLE]
+
+    with folded(config, extra_logs) as store:
+        _cache_targets(config, store, now or datetime.now(timezone.utc))
+        widths = [len(heading) for heading, _ in TABLE]
+        def longest(columns: dict[str, str]) -> str:
+            return ", ".join(f"max(length({cell}))" for cell in cells(columns))
+
+        def line(columns: dict[str, str]) -> str:
+            return f"CAST(rtrim(printf('{layout}', {', '.join(cells(columns))}), ' ') AS BLOB)"
+
+        for rows in store.status(STATES, longest):
+            widths = [max(width, found or 0) for width, found in zip(widths, rows[0], strict=True)]
+        layout = "  ".join(f"%!-{width}s" for width in widths)  # '!': widths in characters, as str.ljust
+        lines = store.status(STATES, line)
+    heading = "  ".join(heading.ljust(width) for (heading, _), width in zip(TABLE, widths, strict=True)).rstrip()
+    return b"\n".join([heading.encode(), *(line for rows in lines for (line,) in rows)])
 
 
 def _cache_targets(config: Config, store: Store, now: datetime) -> None:

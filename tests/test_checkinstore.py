@@ -321,21 +321,18 @@ def _open_at_once(path, barrier, results):
         results.put(str(exc))
 
 
-@pytest.mark.parametrize("schema", [0, 1])
-def test_processes_opening_a_new_or_old_store_at_once_all_get_it(tmp_path, schema):
-    """Several processes (serve's folding process, `otapub status`, a cron `otapub fold`) opening a store
-    that is not there yet, or of schema 1, at the same moment: one creates or migrates it, none sees it
-    half made (it was taken for a foreign database) or fails on the switch to WAL (database is locked)."""
+def test_processes_opening_a_store_of_schema_1_at_once_all_get_it_migrated(tmp_path):
+    """Several processes (serve's folding process, `otapub status`, a cron `otapub fold`) opening a store of
+    schema 1 at the same moment: one migrates it, the others wait and use it."""
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
     failures = []
     for round_ in range(15):
         path = tmp_path / f"checkins-{round_}.sqlite"
-        if schema:
-            db = sqlite3.connect(path, isolation_level=None)
-            db.executescript((FIXTURES / "checkinstore-schema-1.sql").read_text() + "PRAGMA user_version=1;")
-            db.close()
+        db = sqlite3.connect(path, isolation_level=None)
+        db.executescript((FIXTURES / "checkinstore-schema-1.sql").read_text() + "PRAGMA user_version=1;")
+        db.close()
         barrier, results = context.Barrier(6), context.Queue()
         processes = [context.Process(target=_open_at_once, args=(path, barrier, results)) for _ in range(6)]
         for process in processes:
@@ -563,3 +560,27 @@ def test_follow_warns_about_an_unusable_store_and_keeps_going(repo, caplog):
     assert folds[0].lines == 1 and all(f.lines == 0 for f in folds[1:])
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("folding the check-in log again")] \
         == ["INFO"]
+
+
+def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
+    """The first openers of a store race to create it (and to put it in WAL mode): none may fail, or
+    take it for another program's database."""
+    import threading
+
+    def open_at_once(path, start, errors):
+        start.wait()
+        try:
+            Store(path).close()
+        except StoreError as exc:
+            errors.append(exc)
+
+    errors = []
+    for attempt in range(15):
+        start = threading.Barrier(6)
+        threads = [threading.Thread(target=open_at_once, args=(tmp_path / f"store{attempt}.sqlite", start, errors))
+                   for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []

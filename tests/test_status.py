@@ -139,8 +139,9 @@ def test_status_targets_follow_fleet_edits_and_stage_times(example):
                                 seen=seen)
 
 
-def test_json_written_by_sqlite_is_the_rows_of_the_table(example):
-    """`status --json` (encoded by SQLite) and `status` (Python rows) say the same, awkward strings included."""
+def test_json_written_by_sqlite_is_the_rows_of_the_table(example, capsys):
+    """`status --json` and `status` (both written by SQLite) say what the Python rows say, awkward strings
+    included."""
     from otapub.fleetstatus import fleet_status
 
     odd = 'quote " backslash \\ tab \t newline \n ünïcode 🚀 \u2028'
@@ -157,6 +158,15 @@ def test_json_written_by_sqlite_is_the_rows_of_the_table(example):
     assert by_mac["DE:AD:BE:EF:00:02"]["device_id"] == odd and by_mac["DE:AD:BE:EF:00:02"]["in_fleet"] is False
     assert by_mac["DE:AD:BE:EF:00:03"]["state"] == "not in fleet (something_new)"
     assert [r["in_fleet"] for r in rows] == sorted((r["in_fleet"] for r in rows), reverse=True)  # members first
+    # the table, laid out by SQLite, is what otapub.cli.echo_table prints of the same rows
+    from otapub.cli import echo_table
+    from otapub.fleetstatus import TABLE
+
+    capsys.readouterr()
+    echo_table(tuple(heading for heading, _ in TABLE), [tuple(row[field] for _, field in TABLE) for row in rows])
+    expected = capsys.readouterr().out
+    table = example.cli("status").output
+    assert table == expected and "ünïcode 🚀" in table
 
 
 def test_json_of_an_empty_store_and_fleet(tmp_path):
