@@ -236,7 +236,8 @@ def fold(ctx: Context, logs: tuple[Path, ...], every: float | None) -> None:
     For a cron job or systemd timer beside a server whose checkin_fold_seconds is 0, and for the
     Worker's exports. `otapub status` folds what is left anyway, but has less to do then.
     """
-    from otapub.checkinstore import FoldResult, fold_logs, follow_until_signalled
+    from otapub.checkinstore import FoldResult, fold_logs
+    from otapub.folding import follow_until_signalled
 
     def say(result: FoldResult) -> None:
         skipped = f", lines skipped: {result.skipped}" if result.skipped else ""

@@ -73,7 +73,7 @@ def start_folding(config: Config) -> int | None:
     """
     if not config.checkin_log or not config.checkin_fold_seconds:
         return None
-    from otapub.checkinstore import follow_until_signalled
+    from otapub.folding import follow_until_signalled
 
     parent = os.getpid()
     pid = os.fork()

@@ -532,9 +532,9 @@ def test_follow_warns_about_an_unusable_store_and_keeps_going(repo, caplog):
     import threading
     import time
 
-    from otapub.checkinstore import follow
+    from otapub.folding import follow
 
-    caplog.set_level(logging.DEBUG, logger="otapub.checkinstore")
+    caplog.set_level(logging.DEBUG, logger="otapub.folding")
     db = repo.root / "state" / "checkins.sqlite"
     db.parent.mkdir(parents=True)
     db.write_bytes(b"not a database, yet" * 100)
