@@ -10,7 +10,9 @@ JSON output is written by SQLite, one object per device, without a Python object
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,8 +62,7 @@ def fleet_status(config: Config, extra_logs: tuple[Path, ...] = (), now: datetim
     """
     now = now or datetime.now(timezone.utc)
     if fleet is None and seen is None:  # the common case (`otapub status`): one join in the store
-        with folded(config, extra_logs) as store:
-            _cache_targets(config, store, now)
+        with _current(config, extra_logs, now) as store:
             members, strangers = store.status(STATES)
         return [DeviceStatus(mac, device_id, True, *rest) for mac, device_id, *rest in members] + \
             [DeviceStatus(mac, device_id, False, *rest) for mac, device_id, *rest in strangers]
@@ -90,8 +91,7 @@ def fleet_status_json(config: Config, extra_logs: tuple[Path, ...] = (), now: da
         pairs = ", ".join(f"'{name}', {sql}" for name, sql in columns.items())
         return f"CAST(json_object({pairs}) AS BLOB)"
 
-    with folded(config, extra_logs) as store:
-        _cache_targets(config, store, now or datetime.now(timezone.utc))
+    with _current(config, extra_logs, now) as store:
         objects = [text for rows in store.status(STATES, as_json) for (text,) in rows]
     return b"[\n" + b",\n".join(objects) + b"\n]" if objects else b"[]"
 
@@ -108,8 +108,7 @@ def fleet_status_table(config: Config, extra_logs: tuple[Path, ...] = (), now: d
     def cells(columns: dict[str, str]) -> list[str]:
         return [f"coalesce({columns[field]}, '-')" for _, field in TABLE]
 
-    with folded(config, extra_logs) as store:
-        _cache_targets(config, store, now or datetime.now(timezone.utc))
+    with _current(config, extra_logs, now) as store:
         widths = [len(heading) for heading, _ in TABLE]
         def longest(columns: dict[str, str]) -> str:
             return ", ".join(f"max(length({cell}))" for cell in cells(columns))
@@ -123,6 +122,14 @@ def fleet_status_table(config: Config, extra_logs: tuple[Path, ...] = (), now: d
         lines = store.status(STATES, line)
     heading = "  ".join(heading.ljust(width) for (heading, _), width in zip(TABLE, widths, strict=True)).rstrip()
     return b"\n".join([heading.encode(), *(line for rows in lines for (line,) in rows)])
+
+
+@contextlib.contextmanager
+def _current(config: Config, extra_logs: tuple[Path, ...], now: datetime | None) -> Iterator[Store]:
+    """The store, the logs folded in and the fleet's targets at ``now`` (default: now) cached."""
+    with folded(config, extra_logs) as store:
+        _cache_targets(config, store, now or datetime.now(timezone.utc))
+        yield store
 
 
 def _cache_targets(config: Config, store: Store, now: datetime) -> None:
